@@ -1,0 +1,25 @@
+# The README's two commands. Each creates or refreshes .venv, installs what it needs, runs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; for a GPU, install a CUDA build into .venv first (see README).
+TORCH ?= torch==2.13.0
+
+.PHONY: test demo install clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest tests
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/matchlab demo
+
+clean:
+	rm -rf $(VENV) outputs

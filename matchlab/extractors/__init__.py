@@ -1,0 +1,1 @@
+"""Local feature extractors; construct them by name with `matchlab.load_extractor`."""

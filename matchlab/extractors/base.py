@@ -1,0 +1,80 @@
+"""What all extractors share: input conversion, resizing, batching and the mapping of
+keypoints and affine frames back to ORIGINAL image pixels."""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import Tensor
+
+from ..images import ImageLike, rescale_points, resize_image, target_size, to_tensor
+from ..registry import Configurable
+from ..types import Features
+
+
+def rescale_lafs(lafs: Tensor, scale: tuple[float, float]) -> Tensor:
+    """[N, 2, 3] LAFs from resized to original pixels: A' = diag(s) A, centre by rescale_points."""
+    s = lafs.new_tensor(scale).view(1, 2, 1)
+    out = lafs * s
+    out[:, :, 2] = rescale_points(lafs[:, :, 2], scale)
+    return out
+
+
+class Extractor(Configurable):
+    """Base class: `extractor(image) -> Features`, `extractor.extract_batch(images)`.
+
+    Subclasses set `grayscale` and implement `detect(images)` on a batch [B, C, h, w] of
+    equally sized, already resized images in [0, 1], returning one dict per image with
+    keypoints [N, 2] (resized pixels, pixel-centre convention), descriptors [N, D],
+    scores [N] and optionally lafs [N, 2, 3] (resized pixels).
+    """
+
+    default_conf: ClassVar[dict[str, Any]] = {
+        "resize": 1024,  # long side in px (int), exact (w, h), or None to keep the size
+        "max_keypoints": 2048,  # keep at most this many, best scores first (None: all)
+    }
+    grayscale: ClassVar[bool] = True
+
+    def detect(self, images: Tensor) -> list[dict[str, Tensor]]:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        param = next(self.parameters(), None)
+        buf = next(self.buffers(), None)
+        ref = param if param is not None else buf
+        return ref.device if ref is not None else torch.device("cpu")
+
+    def forward(self, image: ImageLike) -> Features:
+        return self.extract_batch([image])[0]
+
+    @torch.inference_mode()
+    def extract_batch(self, images: Sequence[ImageLike]) -> list[Features]:
+        """Features of each image; equally sized images share one forward pass."""
+        tensors = [to_tensor(im, self.grayscale) for im in images]
+        sizes = [(t.shape[-1], t.shape[-2]) for t in tensors]
+        targets = [target_size(s, self.conf["resize"]) for s in sizes]
+        results: list[Features | None] = [None] * len(tensors)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, size in enumerate(targets):
+            groups.setdefault(size, []).append(i)
+        for size, idx in groups.items():
+            batch = torch.stack([resize_image(tensors[i], size) for i in idx]).to(self.device)
+            for i, out in zip(idx, self.detect(batch)):
+                scale = (sizes[i][0] / size[0], sizes[i][1] / size[1])
+                lafs = out.get("lafs")
+                results[i] = Features(
+                    keypoints=rescale_points(out["keypoints"].float(), scale).cpu(),
+                    descriptors=out["descriptors"].float().cpu(),
+                    scores=out["scores"].float().cpu(),
+                    image_size=sizes[i],
+                    lafs=None if lafs is None else rescale_lafs(lafs.float(), scale).cpu(),
+                )
+        return results  # type: ignore[return-value]
+
+
+def top_k(scores: Tensor, k: int | None) -> Tensor:
+    """Indices of the k best scores (all, best first, when k is None or >= N)."""
+    if k is None or k >= scores.shape[0]:
+        return torch.argsort(scores, descending=True)
+    return torch.topk(scores, k).indices

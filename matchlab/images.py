@@ -1,0 +1,173 @@
+"""Image reading and resizing: the only module that touches image files.
+
+`read_image` returns a float32 tensor [C, H, W] in [0, 1] (C = 1 or 3, RGB order) with the
+EXIF orientation applied, for JPEG / PNG / TIFF / BMP / WebP files of 8 or 16 bits, gray,
+RGB or RGBA (alpha is dropped). Any file that cannot be fully decoded raises `ImageError`,
+which names the file.
+
+Pixel convention: (0, 0) is the centre of the top-left pixel. When an image of size (W, H)
+is resized to (w, h), a point x' in the resized image maps back to
+x = (x' + 0.5) * (W / w) - 0.5 in the original (`rescale_points`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence, Union
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm")
+ImageLike = Union[str, os.PathLike, np.ndarray, Tensor]
+
+
+class ImageError(ValueError):
+    """An image file is missing, empty, truncated or not decodable. `path` names it."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read image {self.path!r}: {reason}")
+
+
+def _check_jpeg_complete(path: Path) -> None:
+    """OpenCV decodes a truncated JPEG silently (grey bottom rows); Pillow notices.
+
+    The draft mode decodes at 1/8 scale, so the check costs a fraction of a full decode.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.draft("L", (max(1, im.width // 8), max(1, im.height // 8)))
+            im.load()
+    except Exception as e:  # Pillow raises OSError / SyntaxError / ValueError variants
+        raise ImageError(path, f"corrupt or truncated JPEG ({e})") from None
+
+
+def read_image(path: str | os.PathLike, grayscale: bool = False) -> Tensor:
+    """Read an image file as float32 [C, H, W] in [0, 1] (C = 1 if grayscale else 3, RGB)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(path, "no such file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ImageError(path, "the file is empty (0 bytes)")
+    with open(path, "rb") as f:
+        head = f.read(3)
+    if head[:2] == b"\xff\xd8":
+        _check_jpeg_complete(path)
+    # ANYDEPTH keeps 16 bits; COLOR applies the EXIF orientation (UNCHANGED would not).
+    flags = cv2.IMREAD_ANYDEPTH | (cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
+    data = np.fromfile(path, dtype=np.uint8)  # works for non-ASCII paths too
+    array = cv2.imdecode(data, flags)
+    if array is None or array.size == 0:
+        raise ImageError(path, "not a decodable image (corrupt, truncated or unsupported format)")
+    return array_to_tensor(array, bgr=not grayscale, name=str(path))
+
+
+def array_to_tensor(array: np.ndarray, bgr: bool = False, name: str = "array") -> Tensor:
+    """uint8 / uint16 / float [H, W] or [H, W, C] array -> float32 [C, H, W] in [0, 1]."""
+    if array.dtype == np.uint8:
+        scaled = array.astype(np.float32) / 255.0
+    elif array.dtype == np.uint16:
+        scaled = array.astype(np.float32) / 65535.0
+    elif np.issubdtype(array.dtype, np.floating):
+        scaled = array.astype(np.float32)
+    else:
+        raise ImageError(name, f"unsupported pixel type {array.dtype}")
+    if scaled.ndim == 2:
+        scaled = scaled[..., None]
+    if scaled.ndim != 3 or scaled.shape[2] not in (1, 3, 4):
+        raise ImageError(name, f"expected an [H, W], [H, W, 3] or [H, W, 4] array, got {array.shape}")
+    scaled = scaled[..., :3]
+    if bgr and scaled.shape[2] == 3:
+        scaled = scaled[..., ::-1]
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+
+
+def to_tensor(image: ImageLike, grayscale: bool) -> Tensor:
+    """Any supported image input -> float32 [C, H, W] in [0, 1] with the wanted channels.
+
+    Accepts a file path, a numpy array (uint8/uint16/float, [H, W] or [H, W, C], RGB order)
+    or a tensor [C, H, W] / [H, W] already in [0, 1].
+    """
+    if isinstance(image, (str, os.PathLike)):
+        tensor = read_image(image, grayscale=grayscale)
+    elif isinstance(image, np.ndarray):
+        tensor = array_to_tensor(image)
+    elif isinstance(image, Tensor):
+        tensor = image[None] if image.ndim == 2 else image
+        if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
+            raise ImageError("tensor", f"expected [C, H, W] with C in 1, 3, 4, got {tuple(image.shape)}")
+        tensor = tensor[:3].float()
+    else:
+        raise TypeError(f"unsupported image input of type {type(image).__name__}")
+    if min(tensor.shape[1:]) < 1:
+        raise ImageError("input", f"image has zero size {tuple(tensor.shape)}")
+    return convert_channels(tensor, grayscale)
+
+
+def convert_channels(image: Tensor, grayscale: bool) -> Tensor:
+    """[C, H, W] -> [1, H, W] (ITU-R 601 luma, as OpenCV) or [3, H, W]."""
+    if grayscale and image.shape[0] == 3:
+        weights = image.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+        return (image * weights).sum(0, keepdim=True)
+    if not grayscale and image.shape[0] == 1:
+        return image.expand(3, -1, -1)
+    return image
+
+
+def target_size(size: tuple[int, int], resize: int | Sequence[int] | None,
+                upscale: bool = False) -> tuple[int, int]:
+    """(w, h) after resizing an image of size (W, H).
+
+    resize: None (keep), an int (long side; only downscales unless `upscale`), or (w, h).
+    """
+    width, height = size
+    if resize is None:
+        return width, height
+    if isinstance(resize, int):
+        if resize <= 0:
+            raise ValueError(f"resize must be positive, got {resize}")
+        scale = resize / max(width, height)
+        if scale >= 1 and not upscale:
+            return width, height
+        return max(1, round(width * scale)), max(1, round(height * scale))
+    w, h = resize
+    return int(w), int(h)
+
+
+def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Resize [C, H, W] (or [B, C, H, W]) to (w, h) with antialiasing when shrinking."""
+    w, h = size
+    if image.shape[-1] == w and image.shape[-2] == h:
+        return image
+    batched = image if image.ndim == 4 else image[None]
+    shrinking = w < batched.shape[-1] or h < batched.shape[-2]
+    out = F.interpolate(batched, size=(h, w), mode="bilinear", align_corners=False,
+                        antialias=shrinking)
+    return out if image.ndim == 4 else out[0]
+
+
+def rescale_points(points: Tensor, scale: tuple[float, float]) -> Tensor:
+    """Map [..., 2] (x, y) from a resized image to the original, pixel-centre convention.
+
+    scale = (W_original / w_resized, H_original / h_resized).
+    """
+    s = points.new_tensor(scale)
+    return (points + 0.5) * s - 0.5
+
+
+def list_images(root: str | os.PathLike) -> list[str]:
+    """Image files below `root` as sorted '/'-separated paths relative to it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
+    names = [p.relative_to(root).as_posix() for p in root.rglob("*")
+             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(names)

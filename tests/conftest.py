@@ -1,0 +1,23 @@
+"""Shared fixtures. Point the weight and dataset mirrors at ../shared when it exists."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+if (SHARED / "weights").is_dir():
+    os.environ.setdefault("MATCHLAB_WEIGHTS_MIRROR", str(SHARED / "weights"))
+if (SHARED / "datasets").is_dir():
+    os.environ.setdefault("MATCHLAB_DATASETS_MIRROR", str(SHARED / "datasets"))
+
+
+@pytest.fixture(scope="session")
+def datasets_root() -> Path:
+    """Folder holding the sample datasets (the mirror: ../shared/datasets)."""
+    root = Path(os.environ.get("MATCHLAB_DATASETS_MIRROR", SHARED / "datasets"))
+    if not root.is_dir():
+        pytest.fail(f"sample datasets not found at {root}; set MATCHLAB_DATASETS_MIRROR")
+    return root
