@@ -21,3 +21,12 @@ def datasets_root() -> Path:
     if not root.is_dir():
         pytest.fail(f"sample datasets not found at {root}; set MATCHLAB_DATASETS_MIRROR")
     return root
+
+
+@pytest.fixture(scope="session")
+def shared_weights() -> Path:
+    """The weight mirror folder (../shared/weights: AffNet.pth, OriNet.pth)."""
+    root = SHARED / "weights"
+    if not root.is_dir():
+        pytest.fail(f"weight mirror not found at {root}")
+    return root
