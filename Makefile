@@ -4,6 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build of torch; for a GPU, install a CUDA build into .venv first (see README).
 TORCH ?= torch==2.13.0
+# Use the local copies of the sample data and weights when a ../shared folder sits beside us.
+ifneq ($(wildcard ../shared/datasets),)
+export MATCHLAB_DATASETS_MIRROR ?= $(abspath ../shared/datasets)
+endif
+ifneq ($(wildcard ../shared/weights),)
+export MATCHLAB_WEIGHTS_MIRROR ?= $(abspath ../shared/weights)
+endif
 
 .PHONY: test demo install clean
 
