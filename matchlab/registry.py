@@ -19,6 +19,7 @@ EXTRACTORS: dict[str, str] = {
 
 MATCHERS: dict[str, str] = {
     "nn": "matchlab.matchers.nearest:NearestNeighbor",
+    "superglue": "matchlab.matchers.superglue:SuperGlue",
 }
 
 KINDS = {"extractor": EXTRACTORS, "matcher": MATCHERS}

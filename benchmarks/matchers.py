@@ -1,0 +1,355 @@
+"""SuperGlue speed benchmark: matchlab's SuperGlue vs a plain implementation of the same maths.
+
+    python benchmarks/matchers.py                       # 512 1024 2048 4096 kpts/side
+    python benchmarks/matchers.py --sizes 512 1024 --iterations 20
+    OMP_NUM_THREADS=2 python benchmarks/matchers.py     # the CI machine's 2 cores
+
+For each keypoint count N (per side) and Sinkhorn iteration count, both implementations
+match the same pair of features (real SuperPoint features from a sample image pair by
+default, the N best of each image at detection threshold 0; `--features synthetic` for
+random ones) with the `superglue_indoor.pth` weights. Printed per row:
+  time per pair (best of the runs made in ~--budget seconds, after a warm-up on a small
+  pair), peak resident memory above the level before the call (each implementation runs in
+  its own process; on CUDA: peak allocated), achieved GFLOP/s = the analytic FLOP count of
+  the official network (keypoint encoder, 18 attention layers, final projection, score
+  matrix; Sinkhorn not counted) / time, the speed-up, and whether the matches are identical.
+
+`PlainSuperGlue` below is the baseline: a direct, straightforward transcription of the
+official maths (Conv1d layers on [B, C, N], einsum attention in the interleaved
+[B, 64, 4, N] head layout, explicit softmax, cat([x, message]), BatchNorm modules,
+logsumexp Sinkhorn on the dustbin-augmented matrix). It loads the same checkpoints strictly.
+tests/test_superglue.py also uses it as the reference for matchlab's implementation.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ============================================================== the plain baseline
+def plain_mlp(channels: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(1, len(channels)):
+        layers.append(nn.Conv1d(channels[i - 1], channels[i], kernel_size=1))
+        if i < len(channels) - 1:
+            layers += [nn.BatchNorm1d(channels[i]), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class PlainKeypointEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = plain_mlp([3, 32, 64, 128, 256, 256])
+
+    def forward(self, kpts: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        # kpts [B, N, 2] normalised, scores [B, N] -> [B, 256, N]
+        return self.encoder(torch.cat([kpts.transpose(1, 2), scores[:, None]], dim=1))
+
+
+class PlainAttention(nn.Module):
+    def __init__(self, heads: int = 4, dim: int = 256) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.proj = nn.ModuleList([nn.Conv1d(dim, dim, kernel_size=1) for _ in range(3)])
+        self.merge = nn.Conv1d(dim, dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        # channel c of a projection is dimension c // heads of head c % heads
+        q, k, v = (proj(t).view(b, self.head_dim, self.heads, -1)
+                   for proj, t in zip(self.proj, (x, source, source)))
+        sim = torch.einsum("bdhn,bdhm->bhnm", q, k) / self.head_dim ** 0.5
+        prob = torch.softmax(sim, dim=-1)
+        out = torch.einsum("bhnm,bdhm->bdhn", prob, v)
+        return self.merge(out.contiguous().view(b, self.head_dim * self.heads, -1))
+
+
+class PlainLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = PlainAttention()
+        self.mlp = plain_mlp([512, 512, 256])
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        return self.mlp(torch.cat([x, self.attn(x, source)], dim=1))
+
+
+class PlainGNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([PlainLayer() for _ in range(18)])
+        self.names = ["self", "cross"] * 9
+
+    def forward(self, d0: torch.Tensor, d1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for layer, name in zip(self.layers, self.names):
+            s0, s1 = (d1, d0) if name == "cross" else (d0, d1)
+            delta0, delta1 = layer(d0, s0), layer(d1, s1)
+            d0, d1 = d0 + delta0, d1 + delta1
+        return d0, d1
+
+
+def plain_log_optimal_transport(scores: torch.Tensor, alpha: torch.Tensor, iters: int) -> torch.Tensor:
+    """[B, M, N] scores -> [B, M+1, N+1] log-assignment (times M+N), plain log-space Sinkhorn."""
+    b, m, n = scores.shape
+    couplings = torch.cat([torch.cat([scores, alpha.expand(b, m, 1)], -1),
+                           torch.cat([alpha.expand(b, 1, n), alpha.expand(b, 1, 1)], -1)], 1)
+    norm = -math.log(m + n)
+    log_mu = torch.cat([scores.new_full((m,), norm), scores.new_tensor([math.log(n) + norm])])
+    log_nu = torch.cat([scores.new_full((n,), norm), scores.new_tensor([math.log(m) + norm])])
+    log_mu, log_nu = log_mu[None].expand(b, -1), log_nu[None].expand(b, -1)
+    u, v = torch.zeros_like(log_mu), torch.zeros_like(log_nu)
+    for _ in range(iters):
+        u = log_mu - torch.logsumexp(couplings + v[:, None, :], dim=2)
+        v = log_nu - torch.logsumexp(couplings + u[:, :, None], dim=1)
+    return couplings + u[:, :, None] + v[:, None, :] - norm
+
+
+class PlainSuperGlue(nn.Module):
+    """Straightforward SuperGlue (official maths and parameter names), batch of one pair."""
+
+    def __init__(self, weights: str | None = "indoor", sinkhorn_iterations: int = 100,
+                 match_threshold: float = 0.2) -> None:
+        super().__init__()
+        self.kenc = PlainKeypointEncoder()
+        self.gnn = PlainGNN()
+        self.final_proj = nn.Conv1d(256, 256, kernel_size=1)
+        self.bin_score = nn.Parameter(torch.tensor(1.0))
+        self.sinkhorn_iterations = sinkhorn_iterations
+        self.match_threshold = match_threshold
+        if weights is not None:
+            from matchlab.weights import load_checkpoint
+            name = {"indoor": "superglue_indoor.pth", "outdoor": "superglue_outdoor.pth"}.get(weights, weights)
+            self.load_state_dict(load_checkpoint(name), strict=True)
+        self.eval()
+
+    @staticmethod
+    def normalize(kpts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        w, h = size
+        return (kpts - kpts.new_tensor([w / 2, h / 2])) / (0.7 * max(w, h))
+
+    @torch.inference_mode()
+    def forward(self, f0, f1) -> dict[str, torch.Tensor]:
+        """f0, f1: matchlab Features. Returns matches0 [N0], scores0 [N0] (0 where unmatched)."""
+        n0, n1 = len(f0), len(f1)
+        if n0 == 0 or n1 == 0:
+            return {"matches0": torch.full((n0,), -1, dtype=torch.long), "scores0": torch.zeros(n0)}
+        dev = self.bin_score.device
+        k0 = self.normalize(f0.keypoints.to(dev)[None], f0.image_size)
+        k1 = self.normalize(f1.keypoints.to(dev)[None], f1.image_size)
+        d0 = f0.descriptors.to(dev).t()[None] + self.kenc(k0, f0.scores.to(dev)[None])
+        d1 = f1.descriptors.to(dev).t()[None] + self.kenc(k1, f1.scores.to(dev)[None])
+        d0, d1 = self.gnn(d0, d1)
+        m0, m1 = self.final_proj(d0), self.final_proj(d1)
+        scores = torch.einsum("bdn,bdm->bnm", m0, m1) / 256 ** 0.5
+        scores = plain_log_optimal_transport(scores, self.bin_score, self.sinkhorn_iterations)
+        inner = scores[:, :-1, :-1]
+        max0, max1 = inner.max(2), inner.max(1)
+        idx0, idx1 = max0.indices, max1.indices
+        mutual0 = torch.arange(n0, device=dev)[None] == idx1.gather(1, idx0)
+        mscores0 = torch.where(mutual0, max0.values.exp(), scores.new_tensor(0))
+        valid0 = mutual0 & (mscores0 > self.match_threshold)
+        return {"matches0": torch.where(valid0, idx0, -1)[0].cpu(),
+                "scores0": torch.where(valid0, mscores0, 0.0)[0].cpu()}
+
+
+# ============================================================== FLOP count
+def superglue_flops(n0: int, n1: int) -> int:
+    """Multiply-adds x 2 of the official SuperGlue network for one pair (Sinkhorn excluded)."""
+    kenc = 2 * (3 * 32 + 32 * 64 + 64 * 128 + 128 * 256 + 256 * 256) * (n0 + n1)
+    layers = 0
+    for _ in range(9):  # self layers: sources are the image itself
+        for nq, ns in ((n0, n0), (n1, n1)):
+            layers += _layer_flops(nq, ns)
+    for _ in range(9):  # cross layers
+        for nq, ns in ((n0, n1), (n1, n0)):
+            layers += _layer_flops(nq, ns)
+    final = 2 * 256 * 256 * (n0 + n1) + 2 * n0 * n1 * 256
+    return kenc + layers + final
+
+
+def _layer_flops(nq: int, ns: int) -> int:
+    proj = 2 * 256 * 256 * (nq + 2 * ns)          # q on queries, k and v on sources
+    attn = 2 * 2 * nq * ns * 256                   # q k^T and prob v over 4 heads x 64
+    merge = 2 * 256 * 256 * nq
+    mlp = 2 * (512 * 512 + 512 * 256) * nq
+    return proj + attn + merge + mlp
+
+
+# ============================================================== measurement helpers
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _hwm_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak() -> bool:
+    """Return freed heap to the OS and reset the peak-RSS counter (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def make_features(kind: str, n: int, seed: int = 0):
+    """Two Features with exactly n keypoints each (real SuperPoint ones or synthetic)."""
+    from matchlab.types import Features
+
+    if kind == "superpoint":
+        from matchlab.registry import load_extractor
+        root = Path(os.environ.get("MATCHLAB_DATASETS_MIRROR", REPO.parent / "shared" / "datasets"))
+        folder = root / "superglue_scannet_sample" / "images"
+        names = ["scene0711_00_frame-001680.jpg", "scene0711_00_frame-001995.jpg"]
+        ext = load_extractor("superpoint", resize=None, max_keypoints=n, nms_radius=3,
+                             detection_threshold=0.0)
+        feats = [ext(folder / name) for name in names]
+        if min(len(f) for f in feats) < n:
+            raise RuntimeError(f"only {[len(f) for f in feats]} SuperPoint keypoints; use fewer")
+        return feats
+    g = torch.Generator().manual_seed(seed)
+    w, h = 1296, 968
+    k0 = torch.rand(n, 2, generator=g) * torch.tensor([w - 1.0, h - 1.0])
+    d0 = torch.nn.functional.normalize(torch.randn(n, 256, generator=g), dim=1)
+    # image 1: a shifted, noisy copy of a random 70% of image 0's points, plus clutter
+    keep = torch.randperm(n, generator=g)[: int(0.7 * n)]
+    k1 = torch.rand(n, 2, generator=g) * torch.tensor([w - 1.0, h - 1.0])
+    d1 = torch.nn.functional.normalize(torch.randn(n, 256, generator=g), dim=1)
+    k1[: len(keep)] = (k0[keep] + torch.tensor([40.0, -25.0])).clamp(min=0) + torch.randn(len(keep), 2, generator=g)
+    d1[: len(keep)] = torch.nn.functional.normalize(d0[keep] + 0.03 * torch.randn(len(keep), 256, generator=g), dim=1)
+    s0, s1 = torch.rand(n, generator=g), torch.rand(n, generator=g)
+    return [Features(k0, d0, s0, (w, h)), Features(k1, d1, s1, (w, h))]
+
+
+def _child(args: argparse.Namespace) -> None:
+    """One implementation at one size, all iteration counts: prints a JSON line."""
+    from matchlab.matchers.superglue import SuperGlue
+
+    feats = torch.load(args.feature_file, weights_only=False)
+    dev = torch.device(args.device)
+    if args.impl == "ours":
+        model = SuperGlue(weights="indoor").eval().to(dev)
+    else:
+        model = PlainSuperGlue(weights="indoor").to(dev)
+    small = [f.subset(torch.arange(min(64, len(f)))) for f in feats]
+    rows = []
+    for iters in args.iterations:
+        if args.impl == "ours":
+            model.conf["sinkhorn_iterations"] = iters
+            run = lambda a, b: model(a, b)
+        else:
+            model.sinkhorn_iterations = iters
+            run = lambda a, b: model(a, b)
+        run(*small)  # warm-up: kernels, fused weights
+        sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+            base = torch.cuda.memory_allocated(dev)
+        else:
+            _reset_peak()
+            base = _rss_bytes()
+        times, out = [], None
+        t_start = time.perf_counter()
+        while True:
+            sync()
+            t0 = time.perf_counter()
+            out = run(*feats)
+            sync()
+            times.append(time.perf_counter() - t0)
+            if time.perf_counter() - t_start > args.budget or len(times) >= args.max_runs:
+                break
+        peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else _hwm_bytes()) - base
+        m0 = out.matches0 if hasattr(out, "matches0") else out["matches0"]
+        rows.append({"iters": iters, "time": min(times), "runs": len(times), "peak": max(peak, 0),
+                     "matches0": m0.tolist()})
+    print(json.dumps(rows))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096],
+                        help="keypoints per side")
+    parser.add_argument("--iterations", type=int, nargs="+", default=[100, 20],
+                        help="Sinkhorn iteration counts")
+    parser.add_argument("--features", choices=["superpoint", "synthetic"], default="superpoint")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--budget", type=float, default=3.0,
+                        help="seconds of repeated runs per row (at least one run)")
+    parser.add_argument("--max-runs", type=int, default=5)
+    parser.add_argument("--impls", nargs="+", default=["ours", "plain"], choices=["ours", "plain"])
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--impl", help=argparse.SUPPRESS)
+    parser.add_argument("--feature-file", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return _child(args)
+
+    print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
+          f"features {args.features}")
+    header = (f"{'kpts':>5} {'sink':>4} | {'ours ms':>9} {'peak MB':>8} {'GFLOP/s':>7} | "
+              f"{'plain ms':>9} {'peak MB':>8} {'GFLOP/s':>7} | {'speed-up':>8} {'matches':>7} {'same':>5}")
+    lines = [header, "-" * len(header)]
+    print(header, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.sizes:
+            feats = make_features(args.features, n)
+            path = Path(tmp) / f"feats_{n}.pt"
+            torch.save(feats, path)
+            res = {}
+            for impl in args.impls:
+                cmd = [sys.executable, __file__, "--child", "--impl", impl, "--feature-file", str(path),
+                       "--device", args.device, "--budget", str(args.budget),
+                       "--max-runs", str(args.max_runs), "--iterations", *map(str, args.iterations)]
+                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{impl} at {n} failed:\n{proc.stderr}")
+                res[impl] = {r["iters"]: r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
+            gflop = superglue_flops(len(feats[0]), len(feats[1])) / 1e9
+            for iters in args.iterations:
+                cells = []
+                for impl in ("ours", "plain"):
+                    r = res.get(impl, {}).get(iters)
+                    cells.append(("%9.1f %8.0f %7.1f" % (1e3 * r["time"], r["peak"] / 2**20, gflop / r["time"]))
+                                 if r else f"{'-':>9} {'-':>8} {'-':>7}")
+                if "ours" in res and "plain" in res:
+                    a, b = res["ours"][iters], res["plain"][iters]
+                    same = a["matches0"] == b["matches0"]
+                    n_match = sum(m > -1 for m in a["matches0"])
+                    tail = f"{b['time'] / a['time']:8.2f}x {n_match:7d} {'yes' if same else 'NO':>5}"
+                else:
+                    tail = f"{'-':>8} {'-':>7} {'-':>5}"
+                line = f"{n:5d} {iters:4d} | {cells[0]} | {cells[1]} | {tail}"
+                lines.append(line)
+                print(line, flush=True)
+    print(f"GFLOP per pair (network, analytic): "
+          + ", ".join(f"{n}: {superglue_flops(n, n) / 1e9:.1f}" for n in args.sizes))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()

@@ -1,0 +1,257 @@
+"""Mapping (incremental or global) on a verified COLMAP database, export, summaries, and
+comparison with ground-truth camera centres.
+
+Output layout of `reconstruct(db, image_dir, out_dir)`:
+
+    out_dir/models/0, 1, ...   every model pycolmap produced (COLMAP binary)
+    out_dir/sparse/            the largest model, COLMAP binary (cameras/images/points3D/
+                               rigs/frames .bin) - what COLMAP, hloc and pycolmap read
+    out_dir/sparse_text/       the same model as COLMAP text files
+    out_dir/points3D.ply       its 3D points with colours
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..geometry.similarity import umeyama
+from .options import apply_options
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ReconstructionError", "MAPPERS", "reconstruct", "export_model", "read_model",
+           "model_summary", "camera_centres", "align_and_compare"]
+
+MAPPERS = ("incremental", "global")
+
+
+class ReconstructionError(RuntimeError):
+    """Mapping produced no model, or a model cannot be compared as asked."""
+
+
+def _pycolmap():
+    import pycolmap
+
+    return pycolmap
+
+
+def _pipeline_options(mapper: str, options: Mapping[str, Any] | Any):
+    pycolmap = _pycolmap()
+    cls = {"incremental": pycolmap.IncrementalPipelineOptions,
+           "global": pycolmap.GlobalPipelineOptions}.get(mapper)
+    if cls is None:
+        raise ValueError(f"mapper must be one of {MAPPERS}, got {mapper!r}")
+    if isinstance(options, cls):
+        return options
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f"options for the {mapper} mapper must be a dict or a "
+                        f"{cls.__name__}, got {type(options).__name__}")
+    return apply_options(cls(), options)
+
+
+def reconstruct(db_path: str | os.PathLike, image_dir: str | os.PathLike,
+                out_dir: str | os.PathLike, mapper: str = "incremental",
+                options: Mapping[str, Any] | Any = None,
+                image_names: Sequence[str] | None = None, export: bool = True):
+    """Run pycolmap's incremental or global (GLOMAP) mapper; return the largest model.
+
+    db_path:     a database with verified two-view geometries (`verify`).
+    image_dir:   the images (read for point colours).
+    out_dir:     outputs, see the module docstring. out_dir/models is emptied first.
+    mapper:      "incremental" (pycolmap.incremental_mapping) or "global"
+                 (pycolmap.global_mapping).
+    options:     IncrementalPipelineOptions / GlobalPipelineOptions fields as a dict with
+                 nested, dotted or flat keys ({"mapper": {"init_min_num_inliers": 50}},
+                 {"mapper.init_min_num_inliers": 50} or {"init_min_num_inliers": 50}; see
+                 matchlab.sfm.options), or an options object used as is.
+    image_names: reconstruct only these images (default: all in the database).
+    export:      write out_dir/sparse, sparse_text and points3D.ply (`export_model`).
+
+    "Largest" is the most registered images, then the most 3D points. Raises
+    `ReconstructionError` when no model comes out.
+    """
+    pycolmap = _pycolmap()
+    db_path, image_dir, out_dir = Path(db_path), Path(image_dir), Path(out_dir)
+    if not db_path.is_file():
+        raise ReconstructionError(f"database not found: {db_path}")
+    if not image_dir.is_dir():
+        raise ReconstructionError(f"image folder not found: {image_dir}")
+    opts = _pipeline_options(mapper, options)
+    if image_names is not None:
+        opts.image_names = list(image_names)
+    with pycolmap.Database.open(str(db_path)) as db:
+        num_verified = len(db.read_two_view_geometries()[0])
+        num_images = db.num_images()
+    if num_verified == 0:
+        raise ReconstructionError(f"{db_path} has no verified image pairs with inliers; "
+                                  "run verify() first")
+    models_dir = out_dir / "models"
+    if models_dir.exists():
+        shutil.rmtree(models_dir)
+    models_dir.mkdir(parents=True)
+    start = time.perf_counter()
+    if mapper == "incremental":
+        recs = pycolmap.incremental_mapping(str(db_path), str(image_dir), str(models_dir),
+                                            options=opts)
+    else:
+        recs = pycolmap.global_mapping(str(db_path), str(image_dir), str(models_dir),
+                                       options=opts)
+    elapsed = time.perf_counter() - start
+    if not recs:
+        raise ReconstructionError(
+            f"the {mapper} mapper produced no model from {num_images} images and "
+            f"{num_verified} verified pairs (too few inliers, or no good initial pair)")
+    best = max(recs.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
+    logger.info("%s mapping: %d model(s) in %.1f s; largest has %d/%d images, %d points",
+                mapper, len(recs), elapsed, best.num_reg_images(), num_images,
+                best.num_points3D())
+    if export:
+        export_model(best, out_dir)
+    return best
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def export_model(rec, out_dir: str | os.PathLike, text: bool = True,
+                 ply: bool = True) -> dict[str, Path]:
+    """Write `rec` as out_dir/sparse (binary), out_dir/sparse_text and out_dir/points3D.ply.
+
+    Each output is written to a temporary name, then renamed over the old one.
+    Returns {"sparse": ..., "sparse_text": ..., "ply": ...} (the ones written).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    targets = [("sparse", rec.write_binary)] + ([("sparse_text", rec.write_text)] if text else [])
+    for key, write in targets:
+        final = out_dir / key
+        tmp = out_dir / f".{key}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        write(str(tmp))
+        _replace_dir(tmp, final)
+        paths[key] = final
+    if ply:
+        final = out_dir / "points3D.ply"
+        tmp = out_dir / ".points3D.ply.tmp"
+        rec.export_PLY(str(tmp))
+        os.replace(tmp, final)
+        paths["ply"] = final
+    return paths
+
+
+def read_model(path: str | os.PathLike):
+    """Load a COLMAP model folder (binary or text) as a pycolmap.Reconstruction."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ReconstructionError(f"model folder not found: {path}")
+    return _pycolmap().Reconstruction(str(path))
+
+
+def _registered_images(rec) -> list:
+    return [rec.images[i] for i in rec.reg_image_ids()]
+
+
+def camera_centres(rec) -> dict[str, np.ndarray]:
+    """{image name: camera centre [3] in the model's world frame} of registered images."""
+    return {im.name: np.asarray(im.projection_center(), dtype=np.float64)
+            for im in _registered_images(rec)}
+
+
+def model_summary(rec, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Statistics of a model, as plain Python values.
+
+    Keys: num_reg_images, num_images (in the model), num_cameras, num_points3D,
+    num_observations, mean_track_length, mean_observations_per_image,
+    mean_reprojection_error (pixels), registered (sorted names) and, when the input
+    image list `names` is given, num_input_images and unregistered (names in `names`
+    that are not registered, in input order).
+    """
+    registered = sorted(im.name for im in _registered_images(rec))
+    summary: dict[str, Any] = {
+        "num_reg_images": int(rec.num_reg_images()),
+        "num_images": int(rec.num_images()),
+        "num_cameras": int(rec.num_cameras()),
+        "num_points3D": int(rec.num_points3D()),
+        "num_observations": int(rec.compute_num_observations()),
+        "mean_track_length": float(rec.compute_mean_track_length()),
+        "mean_observations_per_image": float(rec.compute_mean_observations_per_reg_image()),
+        "mean_reprojection_error": float(rec.compute_mean_reprojection_error()),
+        "registered": registered,
+    }
+    if names is not None:
+        reg = set(registered)
+        summary["num_input_images"] = len(names)
+        summary["unregistered"] = [n for n in names if n not in reg]
+    return summary
+
+
+def align_and_compare(rec, gt_centres: Mapping[str, Sequence[float]],
+                      gt_rotations: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Camera-centre errors of `rec` against ground truth after a 7-DoF similarity.
+
+    gt_centres:   {image name: camera centre C [3] in the GT world frame}.
+    gt_rotations: optional {image name: R [3, 3] world-to-camera (x_cam = R (X - C))};
+                  adds rotation errors (degrees) after alignment.
+
+    The similarity (Umeyama, least squares over all images registered in `rec` that have
+    GT) maps model centres onto GT centres. Errors are in GT units and also relative to
+    the GT camera extent: the largest distance between two GT centres (all of
+    `gt_centres`, registered or not). Needs 3 or more common images.
+    Returns: num_compared, missing (GT images not registered), extent, median_error,
+    mean_error, max_error, median_error_rel, max_error_rel, errors ({name: error}), scale
+    (GT units per model unit), similarity, and with rotations median/max_rotation_error_deg.
+    """
+    model = camera_centres(rec)
+    gt = {n: np.asarray(c, dtype=np.float64).reshape(3) for n, c in gt_centres.items()}
+    common = [n for n in gt if n in model]
+    if len(common) < 3:
+        raise ReconstructionError(f"only {len(common)} registered image(s) have ground truth; "
+                                  "need 3 to compare camera centres")
+    src = np.stack([model[n] for n in common])
+    dst = np.stack([gt[n] for n in common])
+    sim = umeyama(src, dst, with_scale=True)
+    errors = np.linalg.norm(sim.apply(src) - dst, axis=1)
+    all_gt = np.stack(list(gt.values()))
+    extent = float(np.max(np.linalg.norm(all_gt[:, None] - all_gt[None], axis=-1)))
+    result: dict[str, Any] = {
+        "num_compared": len(common),
+        "missing": [n for n in gt if n not in model],
+        "extent": extent,
+        "median_error": float(np.median(errors)),
+        "mean_error": float(np.mean(errors)),
+        "max_error": float(np.max(errors)),
+        "median_error_rel": float(np.median(errors) / extent) if extent > 0 else float("nan"),
+        "max_error_rel": float(np.max(errors) / extent) if extent > 0 else float("nan"),
+        "errors": {n: float(e) for n, e in zip(common, errors)},
+        "scale": sim.scale,
+        "similarity": sim,
+    }
+    if gt_rotations is not None:
+        rot_err = {}
+        for im in _registered_images(rec):
+            if im.name not in gt_rotations or im.name not in gt:
+                continue
+            r_model = np.asarray(im.cam_from_world().rotation.matrix())
+            # x_cam = R_model X_model and X_gt = s R_sim X_model + t  =>  R = R_model R_sim^T
+            r_aligned = r_model @ sim.rotation.T
+            r_gt = np.asarray(gt_rotations[im.name], dtype=np.float64)
+            cos = (np.trace(r_aligned @ r_gt.T) - 1) / 2
+            rot_err[im.name] = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+        if rot_err:
+            values = np.array(list(rot_err.values()))
+            result["rotation_errors_deg"] = rot_err
+            result["median_rotation_error_deg"] = float(np.median(values))
+            result["max_rotation_error_deg"] = float(np.max(values))
+    return result
