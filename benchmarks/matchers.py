@@ -5,14 +5,18 @@
     OMP_NUM_THREADS=2 python benchmarks/matchers.py     # the CI machine's 2 cores
 
 For each keypoint count N (per side) and Sinkhorn iteration count, both implementations
-match the same pair of features (real SuperPoint features from a sample image pair by
-default, the N best of each image at detection threshold 0; `--features synthetic` for
-random ones) with the `superglue_indoor.pth` weights. Printed per row:
-  time per pair (best of the runs made in ~--budget seconds, after a warm-up on a small
-  pair), peak resident memory above the level before the call (each implementation runs in
-  its own process; on CUDA: peak allocated), achieved GFLOP/s = the analytic FLOP count of
-  the official network (keypoint encoder, 18 attention layers, final projection, score
-  matrix; Sinkhorn not counted) / time, the speed-up, and whether the matches are identical.
+match the same pair of features (by default real SuperPoint features of a ScanNet sample
+pair at full resolution, nms 3, threshold 0, the N best of each image; `--features
+synthetic` for random ones) with the `superglue_indoor.pth` weights. Printed per row:
+  time per pair: the best of one run in a fresh process per implementation (after a warm-up
+  on a small pair; that run also gives the peak memory) and of interleaved ours / plain
+  rounds run in this process while the cell has used less than --budget seconds;
+  peak memory: resident set above its level before the call (CPU), peak allocated (CUDA);
+  GFLOP/s: the analytic FLOP count of the official network (keypoint encoder, 18 attention
+  layers, final projection, score matrix; Sinkhorn not counted) / time, the same count
+  for both implementations (ours folds the merge projection away: 2-7 % fewer FLOPs);
+  the speed-up, the number of matches and whether the matches are identical.
+Timings need an otherwise idle machine: the load average is printed before and after.
 
 `PlainSuperGlue` below is the baseline: a direct, straightforward transcription of the
 official maths (Conv1d layers on [B, C, N], einsum attention in the interleaved
@@ -245,47 +249,53 @@ def make_features(kind: str, n: int, seed: int = 0):
     return [Features(k0, d0, s0, (w, h)), Features(k1, d1, s1, (w, h))]
 
 
-def _child(args: argparse.Namespace) -> None:
-    """One implementation at one size, all iteration counts: prints a JSON line."""
+def load_impl(impl: str, device: str):
+    """The matcher to benchmark, as a callable (f0, f1) -> matches0 [N0], plus a setter
+    for the Sinkhorn iteration count."""
     from matchlab.matchers.superglue import SuperGlue
 
+    if impl == "ours":
+        model = SuperGlue(weights="indoor").eval().to(device)
+
+        def set_iters(n: int) -> None:
+            model.conf["sinkhorn_iterations"] = n
+        return (lambda a, b: model(a, b).matches0), set_iters
+    model = PlainSuperGlue(weights="indoor").to(device)
+
+    def set_iters(n: int) -> None:
+        model.sinkhorn_iterations = n
+    return (lambda a, b: model(a, b)["matches0"]), set_iters
+
+
+def _timed(run, feats, device: str) -> tuple[float, torch.Tensor]:
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    out = run(*feats)
+    sync()
+    return time.perf_counter() - t0, out
+
+
+def _child(args: argparse.Namespace) -> None:
+    """One implementation at one size: for each iteration count, one run measured for peak
+    memory (and time). Prints a JSON line."""
     feats = torch.load(args.feature_file, weights_only=False)
+    run, set_iters = load_impl(args.impl, args.device)
     dev = torch.device(args.device)
-    if args.impl == "ours":
-        model = SuperGlue(weights="indoor").eval().to(dev)
-    else:
-        model = PlainSuperGlue(weights="indoor").to(dev)
     small = [f.subset(torch.arange(min(64, len(f)))) for f in feats]
     rows = []
     for iters in args.iterations:
-        if args.impl == "ours":
-            model.conf["sinkhorn_iterations"] = iters
-            run = lambda a, b: model(a, b)
-        else:
-            model.sinkhorn_iterations = iters
-            run = lambda a, b: model(a, b)
+        set_iters(iters)
         run(*small)  # warm-up: kernels, fused weights
-        sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
             base = torch.cuda.memory_allocated(dev)
         else:
             _reset_peak()
             base = _rss_bytes()
-        times, out = [], None
-        t_start = time.perf_counter()
-        while True:
-            sync()
-            t0 = time.perf_counter()
-            out = run(*feats)
-            sync()
-            times.append(time.perf_counter() - t0)
-            if time.perf_counter() - t_start > args.budget or len(times) >= args.max_runs:
-                break
+        elapsed, m0 = _timed(run, feats, args.device)
         peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else _hwm_bytes()) - base
-        m0 = out.matches0 if hasattr(out, "matches0") else out["matches0"]
-        rows.append({"iters": iters, "time": min(times), "runs": len(times), "peak": max(peak, 0),
-                     "matches0": m0.tolist()})
+        rows.append({"iters": iters, "time": elapsed, "peak": max(peak, 0), "matches0": m0.tolist()})
     print(json.dumps(rows))
 
 
@@ -298,10 +308,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="Sinkhorn iteration counts")
     parser.add_argument("--features", choices=["superpoint", "synthetic"], default="superpoint")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--budget", type=float, default=3.0,
-                        help="seconds of repeated runs per row (at least one run)")
-    parser.add_argument("--max-runs", type=int, default=5)
-    parser.add_argument("--impls", nargs="+", default=["ours", "plain"], choices=["ours", "plain"])
+    parser.add_argument("--budget", type=float, default=4.0,
+                        help="extra interleaved timing rounds (ours, plain, ours, ...) are run "
+                             "while a cell has used less than this many seconds (max 5 rounds)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     parser.add_argument("--feature-file", help=argparse.SUPPRESS)
@@ -310,43 +319,53 @@ def main(argv: list[str] | None = None) -> None:
         return _child(args)
 
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
-          f"features {args.features}")
+          f"features {args.features}, load average {os.getloadavg()[0]:.2f}")
+    print("time: best of the runs (one in a fresh process that also measures peak memory, then "
+          "interleaved ours/plain rounds); peak: resident memory above the level before the call")
     header = (f"{'kpts':>5} {'sink':>4} | {'ours ms':>9} {'peak MB':>8} {'GFLOP/s':>7} | "
               f"{'plain ms':>9} {'peak MB':>8} {'GFLOP/s':>7} | {'speed-up':>8} {'matches':>7} {'same':>5}")
-    lines = [header, "-" * len(header)]
-    print(header, flush=True)
+    print(header)
+    print("-" * len(header), flush=True)
+    impls = {name: load_impl(name, args.device) for name in ("ours", "plain")}
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             feats = make_features(args.features, n)
             path = Path(tmp) / f"feats_{n}.pt"
             torch.save(feats, path)
-            res = {}
-            for impl in args.impls:
+            res: dict[str, dict[int, dict]] = {}
+            for impl in impls:
                 cmd = [sys.executable, __file__, "--child", "--impl", impl, "--feature-file", str(path),
-                       "--device", args.device, "--budget", str(args.budget),
-                       "--max-runs", str(args.max_runs), "--iterations", *map(str, args.iterations)]
+                       "--device", args.device, "--iterations", *map(str, args.iterations)]
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
                 if proc.returncode != 0:
                     raise RuntimeError(f"{impl} at {n} failed:\n{proc.stderr}")
                 res[impl] = {r["iters"]: r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
             gflop = superglue_flops(len(feats[0]), len(feats[1])) / 1e9
             for iters in args.iterations:
-                cells = []
-                for impl in ("ours", "plain"):
-                    r = res.get(impl, {}).get(iters)
-                    cells.append(("%9.1f %8.0f %7.1f" % (1e3 * r["time"], r["peak"] / 2**20, gflop / r["time"]))
-                                 if r else f"{'-':>9} {'-':>8} {'-':>7}")
-                if "ours" in res and "plain" in res:
-                    a, b = res["ours"][iters], res["plain"][iters]
-                    same = a["matches0"] == b["matches0"]
-                    n_match = sum(m > -1 for m in a["matches0"])
-                    tail = f"{b['time'] / a['time']:8.2f}x {n_match:7d} {'yes' if same else 'NO':>5}"
-                else:
-                    tail = f"{'-':>8} {'-':>7} {'-':>5}"
-                line = f"{n:5d} {iters:4d} | {cells[0]} | {cells[1]} | {tail}"
-                lines.append(line)
-                print(line, flush=True)
-    print(f"GFLOP per pair (network, analytic): "
+                times = {impl: [res[impl][iters]["time"]] for impl in impls}
+                for impl, (run, set_iters) in impls.items():
+                    set_iters(iters)
+                spent = sum(t[0] for t in times.values())
+                rounds = 1
+                while spent < args.budget and rounds < 5:
+                    for impl, (run, _) in impls.items():
+                        elapsed, m0 = _timed(run, feats, args.device)
+                        times[impl].append(elapsed)
+                        spent += elapsed
+                        if m0.tolist() != res[impl][iters]["matches0"]:
+                            raise RuntimeError(f"{impl}: results differ between runs")
+                    rounds += 1
+                best = {impl: min(t) for impl, t in times.items()}
+                a, b = res["ours"][iters], res["plain"][iters]
+                cells = ["%9.1f %8.0f %7.1f" % (1e3 * best[k], res[k][iters]["peak"] / 2**20, gflop / best[k])
+                         for k in ("ours", "plain")]
+                same = a["matches0"] == b["matches0"]
+                n_match = sum(m > -1 for m in a["matches0"])
+                print(f"{n:5d} {iters:4d} | {cells[0]} | {cells[1]} | {best['plain'] / best['ours']:7.2f}x "
+                      f"{n_match:7d} {'yes' if same else 'NO':>5}", flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.2f} (timings are only meaningful on an "
+          f"otherwise idle machine)")
+    print("GFLOP per pair (network, analytic, official layer structure, Sinkhorn excluded): "
           + ", ".join(f"{n}: {superglue_flops(n, n) / 1e9:.1f}" for n in args.sizes))
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from matchlab import ConfigError, load_extractor
-from matchlab.extractors.superpoint import SuperPoint, simple_nms
+from matchlab.extractors.superpoint import SuperPoint, sample_descriptors, simple_nms
 from matchlab.geometry.laf import lafs_from_scale_ori, scale_ori_from_lafs
 from matchlab.images import list_images, read_image
 from matchlab.weights import load_checkpoint
@@ -47,6 +47,16 @@ def test_simple_nms_keeps_the_local_maxima_only():
     assert torch.equal(simple_nms(scores, 1), scores)  # radius 1: nothing within reach
 
 
+def test_superpoint_descriptor_sampling_follows_the_reference_normalisation():
+    """Pixel 3.5 (the first cell's centre) samples the first cell; the reference's grid reaches
+    the last cell only at the last pixel 8w - 1, 3.5 px past that cell's centre 8w - 4.5."""
+    dense = torch.randn(1, 4, 3, 5)  # h=3, w=5 cells: a 24 x 40 image
+    points = torch.tensor([[[3.5, 3.5], [5 * 8 - 1, 3 * 8 - 1], [3.5, 3 * 8 - 1]]])
+    sampled = sample_descriptors(points, dense)[0]
+    expected = torch.nn.functional.normalize(dense[0][:, [0, 2, 2], [0, 4, 0]], dim=0)
+    assert torch.allclose(sampled, expected, atol=1e-6)
+
+
 def test_superpoint_descriptors_scores_and_max_keypoints(graf):
     every = load_extractor("superpoint", max_keypoints=None)(graf / "img1.png")
     assert len(every) > 1000  # 1258 at the native 800x640
@@ -62,15 +72,6 @@ def test_superpoint_descriptors_scores_and_max_keypoints(graf):
     assert (every.keypoints[:, 1] < 636).all() and torch.equal(every.keypoints, every.keypoints.round())
 
 
-def test_superpoint_batch_of_two_equals_each_alone(graf):
-    extractor = load_extractor("superpoint", max_keypoints=None)
-    paths = [graf / "img1.png", graf / "img2.png"]  # both 800x640: one forward pass of B=2
-    for alone, batched in zip([extractor(p) for p in paths], extractor.extract_batch(paths)):
-        assert torch.equal(alone.keypoints, batched.keypoints)
-        assert torch.allclose(alone.scores, batched.scores, atol=1e-6)
-        assert torch.allclose(alone.descriptors, batched.descriptors, atol=1e-5)
-
-
 def test_bad_options_are_rejected():
     with pytest.raises(ConfigError, match="nms_radius"):
         load_extractor("superpoint", nms_radius=-1)
@@ -82,25 +83,46 @@ def test_bad_options_are_rejected():
 
 # ----------------------------------------------------------------------------- all extractors
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_every_sample_image_gives_features_inside_the_original_image(name, datasets_root):
+def test_batch_of_two_equals_each_alone(name, graf):
+    extractor = load_extractor(name, resize=320, max_keypoints=None)
+    paths = [graf / "img1.png", graf / "img2.png"]  # both 800x640: one forward pass of B=2
+    for alone, batched in zip([extractor(p) for p in paths], extractor.extract_batch(paths)):
+        assert len(alone) == len(batched) > 300
+        # identical on CPU except ALIKED's sub-pixel offsets (measured up to 6e-5 px)
+        assert torch.allclose(alone.keypoints, batched.keypoints, atol=1e-3)
+        assert torch.allclose(alone.scores, batched.scores, atol=1e-4)
+        assert torch.allclose(alone.descriptors, batched.descriptors, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_every_sample_image_gives_features_inside_the_original_image(datasets_root):
+    """All four extractors on each of the 147 sample images (10 datasets, 380x501 to 3072x2048,
+    gray and RGB, .png/.jpg/.JPG). Each file is read once and given to every extractor as a
+    tensor. The networks run at resize 192 to keep this affordable on a 2-core CPU (~90 s in
+    all; at 512 it took over 20 minutes, DISK alone ~60 GFLOP per image): the padding to
+    multiples of 8/16/32 and the rescale they exercise work the same at any size, and a small
+    resize makes the rescale factor (up to 16) larger."""
     paths = [datasets_root / p for p in list_images(datasets_root)]
-    assert len(paths) >= 140  # 147 .jpg/.JPG/.png files in 10 datasets, 380x501 to 3072x2048
-    extractor = load_extractor(name, resize=512)
-    for start in range(0, len(paths), 4):  # small batches: equal sizes share a forward pass
-        chunk = paths[start:start + 4]
-        for path, f in zip(chunk, extractor.extract_batch(chunk)):
-            width, height = f.image_size
+    assert len(paths) >= 140
+    extractors = {name: load_extractor(name, resize=512 if name == "sift" else 192)
+                  for name in NAMES}
+    for path in paths:
+        image = read_image(path)  # RGB; grayscale extractors convert it (ITU-R 601, as OpenCV)
+        height, width = image.shape[-2:]
+        for name, extractor in extractors.items():
+            f = extractor(image)
+            where = f"{name} on {path.relative_to(datasets_root)}"
             kp = f.keypoints
-            assert len(f) >= 50, path  # fewest measured: 121 (ALIKED, a 450x600 gray evd image)
-            assert len(f) <= extractor.conf["max_keypoints"], path
+            assert f.image_size == (width, height), where
+            # fewest measured: 14 ALIKED, 27 SuperPoint, 107 DISK, 518 SIFT (a scannet/evd image)
+            assert 5 <= len(f) <= extractor.conf["max_keypoints"], where
             assert ((kp >= -0.5).all() and (kp[:, 0] <= width - 0.5).all()
-                    and (kp[:, 1] <= height - 0.5).all()), path
-            assert torch.allclose(f.descriptors.norm(dim=1), torch.ones(len(f)), atol=1e-4), path
-            assert (f.scores.diff() <= 0).all(), path
+                    and (kp[:, 1] <= height - 0.5).all()), where
+            assert torch.allclose(f.descriptors.norm(dim=1), torch.ones(len(f)), atol=1e-4), where
+            assert (f.scores.diff() <= 0).all(), where
             if name == "sift":
-                assert torch.equal(f.lafs[:, :, 2], kp) and (scale_ori_from_lafs(f.lafs)[0] > 0).all()
+                assert torch.equal(f.lafs[:, :, 2], kp), where
 
 
 @pytest.mark.slow

@@ -132,3 +132,9 @@ def test_epipolar_error_zero_for_true_matches():
     err = epipolar_error(k0, k1, T, K0, K1)
     assert err.shape == (50,) and err.max() < 1e-12
     assert epipolar_error(k0, k1[::-1], T, K0, K1).max() > 1e-3
+
+
+def test_pose_auc_agrees_with_evaluation_error_auc():
+    metrics = pytest.importorskip("matchlab.evaluation.metrics")
+    errs = list(np.random.default_rng(4).exponential(10.0, 40)) + [math.inf] * 3
+    assert pose_auc(errs, [5, 10, 20]) == pytest.approx(metrics.error_auc(errs, [5, 10, 20]))

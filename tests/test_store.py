@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from matchlab.geometry.laf import lafs_from_scale_ori
-from matchlab.store import (INCOMPLETE, FeatureStore, GlobalStore, MatchStore, MissingItemError,
+from matchlab.store import (FeatureStore, GlobalStore, MatchStore, MissingItemError,
                             StoreError, names_to_pair, names_to_pair_old, salvage)
 from matchlab.types import Features, Matches
 
@@ -149,17 +149,18 @@ def test_read_only_store_refuses_writes(tmp_path):
         store.write("a.jpg", make_features())
 
 
-def test_incomplete_item_is_invisible_and_rewritten(tmp_path):
+def test_a_leftover_that_is_not_an_item_is_replaced(tmp_path):
     path = tmp_path / "f.h5"
-    with h5py.File(path, "w") as f:  # what a writer killed mid-item could leave
-        g = f.create_group("a.jpg")
-        g.attrs[INCOMPLETE] = 1
-        g.create_dataset("keypoints", data=np.zeros((3, 2), np.float32))
+    with h5py.File(path, "w") as f:  # e.g. written by a tool that died half-way
+        f.create_group("a.jpg").create_dataset("descriptors", data=np.zeros((3, 2), np.float32))
     feats = make_features(seed=5)
     with FeatureStore(path) as store:
         assert "a.jpg" not in store and store.names() == []
         assert store.write("a.jpg", feats)
         assert_same(store.read("a.jpg"), feats)
+        store.write("db/1.jpg", feats)
+        with pytest.raises(StoreError, match="folder"):
+            store.write("db", feats)  # would delete db/1.jpg
 
 
 def test_exception_during_write_leaves_nothing(tmp_path, monkeypatch):
@@ -285,6 +286,33 @@ def test_salvage_keeps_intact_items_of_a_file_missing_its_tail(tmp_path):
         assert store.names() == sorted(items)
 
 
+def test_damage_left_by_a_killed_writer_is_repaired_on_the_next_run(tmp_path):
+    """A kill in the middle of HDF5's flush of an item can leave a link to an object header
+    that never reached the disk. Simulated: garbage over one dataset header, and the mark a
+    killed writer leaves on the root."""
+    path = tmp_path / "features.h5"
+    items = fill(path, 10)
+    with h5py.File(path, "a") as f:
+        address = h5py.h5o.get_info(f["img004.jpg/descriptors"].id).addr
+        f.attrs["_matchlab_writing"] = 1
+    with open(path, "r+b") as fh:
+        fh.seek(address)
+        fh.write(b"\xff" * 16)
+    with FeatureStore(path, mode="r") as store:  # readers see a clear error for that item
+        with pytest.raises(StoreError, match="img004.jpg"):
+            store.read("img004.jpg")
+    with pytest.warns(UserWarning, match="damaged when the previous run was killed"):
+        store = FeatureStore(path)
+    with store:
+        assert store.names() == sorted(set(items) - {"img004.jpg"})
+        for name in store.names():
+            assert_same(store.read(name), items[name])
+        assert store.write("img004.jpg", items["img004.jpg"])  # the run completes
+    assert (tmp_path / "features.h5.corrupt").is_file()
+    with FeatureStore(path, mode="r") as store:
+        assert store.names() == sorted(items)
+
+
 def test_not_an_hdf5_file(tmp_path):
     path = tmp_path / "matches.h5"
     path.write_text("pairs: a b\n")
@@ -354,7 +382,7 @@ def test_sigkill_mid_write_then_resume(tmp_path, created_by):
         confirmed |= set(done)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the stale-flag notice for the hloc-made file
-            with FeatureStore(path, mode="r") as store:
+            with FeatureStore(path) as store:  # as the next run opens it: checked, repaired
                 names = store.names()
                 present = {int(n[4:8]) for n in names}
                 assert confirmed <= present  # every write that returned survived the kill

@@ -79,6 +79,7 @@ class NearestNeighbor(Configurable):
         "distance_threshold": None,
         "chunk_size": 2048,
     }
+    result_neutral_options: ClassVar[tuple[str, ...]] = ("chunk_size",)  # speed / memory only
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
