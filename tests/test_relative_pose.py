@@ -135,6 +135,6 @@ def test_epipolar_error_zero_for_true_matches():
 
 
 def test_pose_auc_agrees_with_evaluation_error_auc():
-    metrics = pytest.importorskip("matchlab.evaluation.metrics")
+    from matchlab.evaluation import metrics
     errs = list(np.random.default_rng(4).exponential(10.0, 40)) + [math.inf] * 3
     assert pose_auc(errs, [5, 10, 20]) == pytest.approx(metrics.error_auc(errs, [5, 10, 20]))

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-pycolmap = pytest.importorskip("pycolmap")
+import pycolmap  # noqa: E402
 
 from matchlab.datasets.readers import strecha_cameras  # noqa: E402
 from matchlab.retrieval.pairs import exhaustive_pairs, write_pairs_file  # noqa: E402

@@ -128,19 +128,9 @@ def pose_auc(errors: Sequence[float], thresholds: Sequence[float]) -> list[float
     and held flat up to the threshold. Returns one value in [0, 1] per threshold (0 for an
     empty list).
     """
-    errors = np.sort(np.asarray(errors, dtype=np.float64).ravel())
-    if len(errors) == 0:
-        return [0.0 for _ in thresholds]
-    recall = np.arange(1, len(errors) + 1) / len(errors)
-    errors = np.concatenate([[0.0], errors])
-    recall = np.concatenate([[0.0], recall])
-    aucs = []
-    for t in thresholds:
-        last = int(np.searchsorted(errors, t))
-        r = np.concatenate([recall[:last], [recall[last - 1]]])
-        e = np.concatenate([errors[:last], [t]])
-        aucs.append(float(np.sum((r[1:] + r[:-1]) * np.diff(e)) / 2.0 / t))
-    return aucs
+    from ..evaluation.metrics import error_auc
+
+    return error_auc(np.asarray(errors, dtype=np.float64).ravel(), thresholds)
 
 
 def relative_pose_from_T(T_0to1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
