@@ -77,9 +77,14 @@ class _FeatureCache:
 
 def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                 matches_path: str | Path, matcher: Callable[[Features, Features], Any],
-                progress: bool = True) -> StageReport:
+                progress: bool = True, batch_size: int = 8) -> StageReport:
     """Match every pair into matches_path; pairs naming an image absent from features_path
-    raise KeyError listing them before any work is done."""
+    raise KeyError listing them before any work is done.
+
+    A matcher with a `match_batch(list of (feats0, feats1)) -> list of Matches` method gets
+    `batch_size` pairs at a time (its results must equal pair-by-pair matching); others are
+    called pair by pair. The same Features object is passed for an image that occurs in
+    several pairs of a batch, so a matcher may cache per-image work by identity."""
     report = StageReport("match")
     start = time.perf_counter()
     with FeatureStore(features_path, "r") as features, MatchStore(matches_path) as store:
@@ -92,9 +97,18 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
         todo = [p for p in pairs if p not in store]
         report.already = len(pairs) - len(todo)
         cache = _FeatureCache(features)
-        for name0, name1 in tqdm(todo, desc="match", unit="pair", disable=not progress):
-            store.write(name0, name1, matcher(cache[name0], cache[name1]))
-            report.done += 1
+        batched = hasattr(matcher, "match_batch") and batch_size > 1
+        step = batch_size if batched else 1
+        with tqdm(total=len(todo), desc="match", unit="pair", disable=not progress) as bar:
+            for start_index in range(0, len(todo), step):
+                chunk = todo[start_index:start_index + step]
+                inputs = [(cache[a], cache[b]) for a, b in chunk]
+                results = (matcher.match_batch(inputs) if batched
+                           else [matcher(*pair) for pair in inputs])
+                for (name0, name1), result in zip(chunk, results):
+                    store.write(name0, name1, result)  # each pair is durable once written
+                report.done += len(chunk)
+                bar.update(len(chunk))
     report.seconds = time.perf_counter() - start
     return report
 
@@ -124,6 +138,7 @@ class SfMConfig:
     max_keypoints: int | None = 4096
     camera_model: str = "SIMPLE_RADIAL"
     camera_mode: str = "auto"
+    global_descriptor: str = "auto"  # for retrieval pairs
     matcher_conf: dict = field(default_factory=dict)
 
 
@@ -136,7 +151,8 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     summary plus the stage reports and the images that were skipped and why.
     """
     from .registry import load_extractor, load_matcher
-    from .retrieval.pairs import parse_pairs_spec, write_pairs_file
+    from .retrieval.pairs import write_pairs_file
+    from .retrieval.select import select_pairs
     from .sfm import create_database, model_summary, reconstruct, verify
 
     import pycolmap
@@ -162,7 +178,8 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     if len(good) < 2:
         raise RuntimeError(f"fewer than two readable images in {image_dir}; skipped: {skipped}")
 
-    pairs = parse_pairs_spec(config.pairs, good)
+    pairs = select_pairs(config.pairs, good, image_dir=image_dir, output_dir=output_dir,
+                         global_descriptor=config.global_descriptor, progress=progress)
     write_pairs_file(output_dir / "pairs.txt", pairs)
     matcher = load_matcher(config.matcher, **config.matcher_conf)
     reports.append(match_pairs(pairs, output_dir / "features.h5", output_dir / "matches.h5",

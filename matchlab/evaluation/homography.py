@@ -18,7 +18,7 @@ from ..geometry.homography import corner_error, reprojection_errors
 from .metrics import error_auc
 
 
-def evaluate_homography(dataset: str, extractor, matcher, estimator: str = "opencv",
+def evaluate_homography(dataset: str, extractor, matcher, estimator: str = "ransac",
                         ransac_px: float = 3.0, precision_px: float = 3.0,
                         thresholds_px=(1, 3, 5), seed: int = 0, progress: bool = True) -> dict:
     """Run `extractor` + `matcher` over every pair of `dataset`; returns per-pair rows and means."""

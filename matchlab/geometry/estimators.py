@@ -32,6 +32,6 @@ def homography_pycolmap(points0: np.ndarray, points1: np.ndarray, threshold_px: 
 
 
 HOMOGRAPHY_ESTIMATORS: dict[str, Callable[..., np.ndarray | None]] = {
-    "opencv": homography_opencv,
-    "pycolmap": homography_pycolmap,
+    "ransac": homography_opencv,
+    "lo-ransac": homography_pycolmap,
 }
