@@ -476,6 +476,24 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+def _register_late_commands() -> None:
+    """Commands whose modules import this one (their handlers live in their own modules)."""
+    from . import cli_sfm
+
+    COMMANDS["sfm"] = Command(
+        "image folder -> features, pairs, matches, COLMAP database and sparse model",
+        cli_sfm._sfm, cli_sfm._sfm_arguments,
+        description="Reconstruct IMAGE_DIR into OUTPUT_DIR: extract -> pairs -> match -> "
+                    "database -> verify -> map. Every stage resumes: re-running the same "
+                    "command after an interruption redoes nothing that was finished. Bad images "
+                    "and byte-identical duplicates are reported and skipped.")
+    COMMANDS["eval"] = Command(
+        "benchmark an extractor + matcher: homography, relative pose, reconstruction",
+        cli_sfm._eval, cli_sfm._eval_arguments,
+        description="Evaluate --features + --matcher on the sample datasets with ground truth; "
+                    "prints tables and writes JSON to --output.")
+
+
 def _add_commands(parser: argparse.ArgumentParser, commands: dict[str, Command],
                   dest: str) -> None:
     sub = parser.add_subparsers(dest=dest, metavar="COMMAND")
@@ -494,6 +512,7 @@ def _add_commands(parser: argparse.ArgumentParser, commands: dict[str, Command],
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
+    _register_late_commands()
     parser = argparse.ArgumentParser(
         prog="matchlab", formatter_class=_Formatter,
         description="Local feature extraction and matching into hloc-compatible HDF5 files.")

@@ -30,6 +30,7 @@ class StageReport:
     already: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    matches: int = 0  # match stage: matches written in this run
 
     def line(self) -> str:
         text = f"{self.stage:<10} done {self.done}, already there {self.already}, " \
@@ -39,7 +40,8 @@ class StageReport:
 
 def extract_features(image_dir: str | Path, names: Sequence[str], features_path: str | Path,
                      extractor: Callable[[Any], Features], as_half: bool = False,
-                     progress: bool = True) -> StageReport:
+                     progress: bool = True, log: Callable[[str], None] | None = None
+                     ) -> StageReport:
     """Extract features of `names` (relative to image_dir) into features_path (hloc layout)."""
     report = StageReport("extract")
     start = time.perf_counter()
@@ -52,6 +54,8 @@ def extract_features(image_dir: str | Path, names: Sequence[str], features_path:
                 features = extractor(image_dir / name)
             except ImageError as e:
                 report.failed[name] = e.reason
+                if log is not None:
+                    log(f"skipped {name}: {e.reason}")
                 continue
             store.write(name, features, as_half=as_half)
             report.done += 1
@@ -62,14 +66,15 @@ def extract_features(image_dir: str | Path, names: Sequence[str], features_path:
 class _FeatureCache:
     """Features read from a store, the most recently used kept in memory (pairs share images)."""
 
-    def __init__(self, store: FeatureStore, size: int = 64):
-        self.store, self.size, self.items = store, size, OrderedDict()
+    def __init__(self, store: FeatureStore, size: int = 64, device=None):
+        self.store, self.size, self.items, self.device = store, size, OrderedDict(), device
 
     def __getitem__(self, name: str) -> Features:
         if name in self.items:
             self.items.move_to_end(name)
         else:
-            self.items[name] = self.store.read(name)
+            features = self.store.read(name)
+            self.items[name] = features if self.device is None else features.to(self.device)
             if len(self.items) > self.size:
                 self.items.popitem(last=False)
         return self.items[name]
@@ -77,7 +82,8 @@ class _FeatureCache:
 
 def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                 matches_path: str | Path, matcher: Callable[[Features, Features], Any],
-                progress: bool = True, batch_size: int = 8) -> StageReport:
+                progress: bool = True, batch_size: int = 8, as_half: bool = False,
+                device=None) -> StageReport:
     """Match every pair into matches_path; pairs naming an image absent from features_path
     raise KeyError listing them before any work is done.
 
@@ -96,7 +102,7 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                            + (" ..." if len(missing) > 10 else ""))
         todo = [p for p in pairs if p not in store]
         report.already = len(pairs) - len(todo)
-        cache = _FeatureCache(features)
+        cache = _FeatureCache(features, device=device)
         batched = hasattr(matcher, "match_batch") and batch_size > 1
         step = batch_size if batched else 1
         with tqdm(total=len(todo), desc="match", unit="pair", disable=not progress) as bar:
@@ -106,7 +112,9 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                 results = (matcher.match_batch(inputs) if batched
                            else [matcher(*pair) for pair in inputs])
                 for (name0, name1), result in zip(chunk, results):
-                    store.write(name0, name1, result)  # each pair is durable once written
+                    # each pair is durable once written
+                    store.write(name0, name1, result.to("cpu"), as_half=as_half)
+                    report.matches += len(result)
                 report.done += len(chunk)
                 bar.update(len(chunk))
     report.seconds = time.perf_counter() - start
@@ -140,20 +148,37 @@ class SfMConfig:
     camera_mode: str = "auto"
     global_descriptor: str = "auto"  # for retrieval pairs
     matcher_conf: dict = field(default_factory=dict)
+    extractor_conf: dict = field(default_factory=dict)
+    # pycolmap pipeline options (nested, dotted or flat keys; see matchlab.sfm.options),
+    # merged over DEFAULT_MAPPER_OPTIONS
+    mapper_options: dict = field(default_factory=dict)
+
+
+# A fixed seed and one thread make a run repeatable: COLMAP's mapper is random, and with
+# several threads it is not repeatable even with a fixed seed (measured on sacre_coeur, SIFT:
+# 10/10 images in 6 of 6 single-threaded runs, but 2/10 in 2 of 6 multi-threaded ones).
+# Pass mapper option num_threads=-1 for speed on large scenes.
+DEFAULT_MAPPER_OPTIONS = {"random_seed": 0, "num_threads": 1}
+# When the model holds fewer than this fraction of the images, mapping is retried with
+# other seeds (a bad initial pair can strand the mapper on a tiny model), best model kept.
+RETRY_BELOW_FRACTION, RETRY_SEEDS = 0.5, (1, 2)
 
 
 def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | None = None,
             progress: bool = True, log: Callable[[str], None] = print,
-            colmap_log: bool = False) -> dict:
+            colmap_log: bool = False, device: str | None = None, plots: int = 3,
+            report: bool = True) -> dict:
     """Image folder -> features.h5, pairs.txt, matches.h5, database.db, sparse model.
 
     Every stage is resumable; returns (and writes to output_dir/summary.json) the model
-    summary plus the stage reports and the images that were skipped and why.
+    summary plus the stage reports and the images that were skipped and why. device: where
+    the networks run (default CPU). plots: match plots of the `plots` pairs with the most
+    verified matches go to output_dir/plots; report: write output_dir/report.html.
     """
     from .registry import load_extractor, load_matcher
     from .retrieval.pairs import write_pairs_file
     from .retrieval.select import select_pairs
-    from .sfm import create_database, model_summary, reconstruct, verify
+    from .sfm import create_database, export_model, model_summary, reconstruct, verify
 
     import pycolmap
 
@@ -161,18 +186,25 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
         pycolmap.logging.minloglevel = max(pycolmap.logging.minloglevel, 1)
     config = config or SfMConfig()
     image_dir, output_dir = Path(image_dir), Path(output_dir)
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"image folder not found: {image_dir}")
     output_dir.mkdir(parents=True, exist_ok=True)
     names = list_images(image_dir)
     if not names:
         raise FileNotFoundError(f"no images found in {image_dir}")
     skipped = {n: f"duplicate of {o}" for n, o in find_duplicates(image_dir, names).items()}
+    for name, why in skipped.items():
+        log(f"skipped {name}: {why}")
     reports = []
 
-    extractor = load_extractor(config.features, resize=config.resize,
-                               max_keypoints=config.max_keypoints)
+    extractor = load_extractor(config.features, **{"resize": config.resize,
+                               "max_keypoints": config.max_keypoints, **config.extractor_conf})
+    matcher = load_matcher(config.matcher, **config.matcher_conf)  # bad options fail early
+    if device is not None:
+        extractor, matcher = extractor.to(device), matcher.to(device)
     candidates = [n for n in names if n not in skipped]
     reports.append(extract_features(image_dir, candidates, output_dir / "features.h5",
-                                    extractor, progress=progress))
+                                    extractor, progress=progress, log=log))
     skipped.update(reports[-1].failed)
     good = [n for n in names if n not in skipped]
     if len(good) < 2:
@@ -181,9 +213,8 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     pairs = select_pairs(config.pairs, good, image_dir=image_dir, output_dir=output_dir,
                          global_descriptor=config.global_descriptor, progress=progress)
     write_pairs_file(output_dir / "pairs.txt", pairs)
-    matcher = load_matcher(config.matcher, **config.matcher_conf)
     reports.append(match_pairs(pairs, output_dir / "features.h5", output_dir / "matches.h5",
-                               matcher, progress=progress))
+                               matcher, progress=progress, device=device))
 
     start = time.perf_counter()
     with FeatureStore(output_dir / "features.h5", "r") as features:
@@ -196,18 +227,45 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     reports.append(StageReport("database", done=len(pairs), seconds=time.perf_counter() - start))
 
     start = time.perf_counter()
+    options = {**DEFAULT_MAPPER_OPTIONS, **config.mapper_options}
     rec = reconstruct(output_dir / "database.db", image_dir, output_dir, mapper=config.mapper,
-                      image_names=good)
+                      options=options, image_names=good)
+    for seed in RETRY_SEEDS:
+        if rec.num_reg_images() >= RETRY_BELOW_FRACTION * len(good):
+            break
+        log(f"map: only {rec.num_reg_images()} of {len(good)} images registered; "
+            f"retrying with random_seed={seed}")
+        retry = reconstruct(output_dir / "database.db", image_dir, output_dir / "retry",
+                            mapper=config.mapper, options={**options, "random_seed": seed},
+                            image_names=good, export=False)
+        if retry.num_reg_images() > rec.num_reg_images():
+            rec = retry
+            export_model(rec, output_dir)
     reports.append(StageReport("map", done=1, seconds=time.perf_counter() - start))
     summary = model_summary(rec, good)
     summary["skipped"] = skipped
     summary["config"] = asdict(config)
     summary["stages"] = [asdict(r) for r in reports]
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    for report in reports:
-        log(report.line())
+    if report:
+        _write_visual_report(output_dir, image_dir, rec, summary, pairs, keypoints, pair_matches,
+                             plots)
+    for stage in reports:
+        log(stage.line())
     log(format_summary(summary))
     return summary
+
+
+def _write_visual_report(output_dir: Path, image_dir: Path, rec, summary: dict,
+                         pairs: Sequence[tuple[str, str]], keypoints: dict, pair_matches: dict,
+                         plots: int) -> Path:
+    from .report import plot_pairs, save_top_view, verified_inliers, write_report
+
+    inliers = verified_inliers(output_dir / "database.db", pairs)
+    best = sorted(pairs, key=lambda p: -len(inliers[p]))[:max(plots, 0)]
+    written = plot_pairs(image_dir, output_dir / "plots", best, keypoints, pair_matches, inliers)
+    top = save_top_view(rec, output_dir / "plots" / "top_view.png")
+    return write_report(output_dir, summary, written, top)
 
 
 def format_summary(summary: dict) -> str:

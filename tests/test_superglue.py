@@ -13,8 +13,6 @@ import torch
 
 from matchlab import Features, Matches, load_extractor, load_matcher
 from matchlab.geometry.homography import reprojection_errors
-from matchlab.geometry.relative_pose import (epipolar_error, estimate_pose_opencv, pose_auc,
-                                             pose_error, scale_intrinsics)
 from matchlab.matchers.attention import (attention, attention_reference, interleaved_to_head_major,
                                          merge_heads, split_heads)
 from matchlab.matchers.superglue import (SuperGlue, extract_matches, log_optimal_transport,
@@ -324,82 +322,29 @@ def test_8000_plus_keypoints_per_side():
 SCANNET_PUBLISHED = {"auc": (26.99, 48.40, 64.47), "precision": 73.52, "mscore": 19.60}
 
 
-def scannet_pose_auc(root: Path, official_resize: bool, seeds=(0, 1, 2, 3, 4)):
-    """SP + SG indoor on the 15 ScanNet sample pairs with match_pairs.py's settings.
-
-    640x480 images (K scaled), SuperPoint nms 4 / threshold 0.005 / 1024 keypoints, Sinkhorn
-    20, match threshold 0.2, OpenCV essential matrix RANSAC at 1 px / mean focal, 0.99999.
-    official_resize: resize as match_pairs.py does (cv2 grayscale decode, cv2.resize of the
-    uint8 image, bilinear without antialiasing); else matchlab's extractor resize
-    (antialiased, keypoints mapped back to the original image, then into the 640x480 frame).
-    Returns (AUC@5/10/20 in % averaged over the seeds, per-seed AUCs, mean precision %,
-    mean matching score %), the last two as match_pairs.py computes them (a match is correct
-    when its symmetric epipolar error is < 5e-4; precision 0 for a pair without matches).
-    """
-    pairs = [line.split() for line in open(root / "scannet_sample_pairs_with_gt.txt") if line.strip()]
-    size = (640, 480)
-    ext = load_extractor("superpoint", resize=None if official_resize else size, max_keypoints=1024,
-                         nms_radius=4, detection_threshold=0.005)
-    matcher = load_matcher("superglue", weights="indoor", sinkhorn_iterations=20, match_threshold=0.2)
-
-    def features(name):
-        if official_resize:
-            image = cv2.imread(str(root / "images" / name), cv2.IMREAD_GRAYSCALE)
-            scale = (size[0] / image.shape[1], size[1] / image.shape[0])
-            return ext(cv2.resize(image, size).astype(np.float32) / 255.0), scale
-        f = ext(root / "images" / name)
-        return f, (size[0] / f.image_size[0], size[1] / f.image_size[1])
-
-    errors, precisions, mscores = [], [], []
-    for pair in pairs:
-        (f0, s0), (f1, s1) = features(pair[0]), features(pair[1])
-        idx = matcher(f0, f1).pairs().numpy()
-        k0, k1 = f0.keypoints.numpy()[idx[:, 0]], f1.keypoints.numpy()[idx[:, 1]]
-        if not official_resize:  # original pixels -> 640x480 pixels (pixel-centre convention)
-            k0, k1 = (k0 + 0.5) * np.array(s0) - 0.5, (k1 + 0.5) * np.array(s1) - 0.5
-        K0 = scale_intrinsics(np.array(pair[4:13], float).reshape(3, 3), s0)
-        K1 = scale_intrinsics(np.array(pair[13:22], float).reshape(3, 3), s1)
-        T = np.array(pair[22:], float).reshape(4, 4)
-        correct = epipolar_error(k0, k1, T, K0, K1) < 5e-4
-        precisions.append(float(correct.mean()) if len(idx) else 0.0)
-        mscores.append(float(correct.sum()) / len(f0) if len(f0) else 0.0)
-        row = []
-        for seed in seeds:
-            ret = estimate_pose_opencv(k0, k1, K0, K1, thresh_px=1.0, conf=0.99999, seed=seed)
-            row.append(math.inf if ret is None else pose_error(T, ret[0], ret[1]))
-        errors.append(row)
-    errors = np.array(errors)
-    per_seed = np.array([pose_auc(errors[:, i], [5, 10, 20]) for i in range(len(seeds))]) * 100
-    return per_seed.mean(0), per_seed, 100 * float(np.mean(precisions)), 100 * float(np.mean(mscores))
-
-
 @pytest.mark.slow
-def test_scannet_sample_pose_auc_official_preprocessing(datasets_root):
-    """Measured (CPU, torch 2.13, OpenCV 5.0): precision 73.52 % and matching score 19.60 %,
+def test_scannet_sample_pose_auc_official_preprocessing():
+    """`matchlab eval pose` protocol (evaluation/pose.py): 640x480 cv2 resize as match_pairs.py,
+    SuperPoint nms 4 / threshold 0.005 / 1024 keypoints, SuperGlue indoor with Sinkhorn 20 and
+    match threshold 0.2, OpenCV RANSAC at 1 px over the mean focal, probability 0.99999.
+    Measured (CPU, torch 2.13, OpenCV 5.0): precision 73.52 % and matching score 19.60 %,
     exactly the published values (they do not depend on RANSAC, so this pins SuperPoint +
-    SuperGlue to the official pipeline); AUC 27.9 / 50.1 / 65.1 (mean of 5 seeds, per-seed
-    AUC@20 64.3-66.6) vs the published 26.99 / 48.40 / 64.47 (OpenCV 3.4.5, one RANSAC run).
-    The AUC@20 floor of 58 leaves room for other BLAS / OpenCV builds, while a wrong head
-    layout, keypoint normalisation or Sinkhorn falls far below it (and moves the precision)."""
-    auc, _, precision, mscore = scannet_pose_auc(datasets_root / "superglue_scannet_sample",
-                                                 official_resize=True)
+    SuperGlue to the official pipeline); AUC 27.85 / 50.06 / 65.09 (mean of 5 seeds) vs the
+    published 26.99 / 48.40 / 64.47 (OpenCV 3.4.5, one RANSAC run). The AUC@20 floor of 58
+    leaves room for other BLAS / OpenCV builds, while a wrong head layout, keypoint
+    normalisation or Sinkhorn falls far below it (and moves the precision). With matchlab's
+    own antialiased resize instead of cv2's the AUC is 24.9 / 43.8 / 58.7."""
+    from matchlab.evaluation.pose import evaluate_pose
+
+    ext = load_extractor("superpoint", resize=None, max_keypoints=1024, nms_radius=4,
+                         detection_threshold=0.005)
+    matcher = load_matcher("superglue", weights="indoor", sinkhorn_iterations=20, match_threshold=0.2)
+    result = evaluate_pose("superglue_scannet_sample", ext, matcher, ["ransac"], progress=False)
+    auc = [result["estimators"]["ransac"][f"auc@{t}deg"] for t in (5, 10, 20)]
+    assert result["num_pairs"] == 15
     assert auc[2] >= 58.0, f"AUC@5/10/20 = {np.round(auc, 2)}"
-    assert precision == pytest.approx(SCANNET_PUBLISHED["precision"], abs=0.5)
-    assert mscore == pytest.approx(SCANNET_PUBLISHED["mscore"], abs=0.5)
-
-
-@pytest.mark.slow
-def test_scannet_sample_pose_auc_matchlab_pipeline(datasets_root):
-    """The same through matchlab's own antialiased resize (the extractor's resize=(640, 480),
-    keypoints in original pixels mapped into the 640x480 frame): measured AUC 24.9 / 43.8 /
-    58.7 (5 seeds; per-seed AUC@20 52.6-64.9: one or two of the 15 pairs cross the 20-degree
-    mark), precision 72.6 %, matching score 20.0 %. The antialiased resize moves SuperPoint's
-    keypoints slightly away from the no-antialias resize the published numbers used, and 15
-    pairs are few, so the floor is lower than the official-preprocessing test's."""
-    auc, _, precision, mscore = scannet_pose_auc(datasets_root / "superglue_scannet_sample",
-                                                 official_resize=False)
-    assert auc[2] >= 54.0, f"AUC@5/10/20 = {np.round(auc, 2)}"
-    assert precision > 68.0 and mscore > 17.0
+    assert result["precision"] == pytest.approx(SCANNET_PUBLISHED["precision"], abs=0.5)
+    assert result["matching_score"] == pytest.approx(SCANNET_PUBLISHED["mscore"], abs=0.5)
 
 
 @pytest.mark.slow

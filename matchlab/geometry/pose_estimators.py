@@ -11,7 +11,16 @@ Returns None when no pose could be found (too few matches, degenerate input).
 
 Names (used by `matchlab eval pose --estimator`):
 - ``ransac``: OpenCV 5-point RANSAC on normalised points (the SuperGlue protocol);
-- ``lo-ransac``: pycolmap's LO-RANSAC essential matrix with cheirality decomposition.
+- ``lo-ransac``: pycolmap's LO-RANSAC essential matrix with cheirality decomposition;
+- ``w8pt``: the confidence-weighted eight-point on all matches (no RANSAC), cheirality
+  selection (Roessle & Niessner 2023; `matchlab.geometry.pose`);
+- ``w8pt+ba``: ``w8pt`` refined by the two-view bundle adjustment on all matches, weighted
+  by the confidences (the paper's default);
+- ``ransac+ba``: ``ransac``, then the bundle adjustment on the RANSAC inliers weighted by
+  the confidences (the RANSAC pose is returned unchanged when fewer than 6 inliers are in
+  front of both cameras).
+The three confidence-weighted estimators use ``scores`` (all ones when None) and are
+deterministic (``seed`` only reaches the RANSAC of ``ransac+ba``).
 """
 from __future__ import annotations
 
@@ -20,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from .relative_pose import estimate_pose_opencv
+from .relative_pose import estimate_pose_opencv, normalize_points
 
 
 @dataclass
@@ -74,11 +83,118 @@ def pose_lo_ransac(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray, K1: np.
                         t / norm if norm > 0 else t, np.asarray(result["inlier_mask"], dtype=bool))
 
 
+# ------------------------------------------------------------------ confidence-weighted (torch)
+W8PT_INLIER_FACTOR = 3.0  # the paper reports inliers at 3 px: 3 x threshold_px (1 px by default)
+
+
+def _normalised(kpts0, kpts1, K0, K1, scores):
+    kpts0 = np.asarray(kpts0, dtype=np.float64).reshape(-1, 2)
+    kpts1 = np.asarray(kpts1, dtype=np.float64).reshape(-1, 2)
+    if len(kpts0) != len(kpts1):
+        raise ValueError(f"kpts0 and kpts1 must have the same length, got {len(kpts0)} and {len(kpts1)}")
+    scores = np.ones(len(kpts0)) if scores is None else np.asarray(scores, dtype=np.float64).ravel()
+    if len(scores) != len(kpts0):
+        raise ValueError(f"scores must have one value per match ({len(kpts0)}), got {len(scores)}")
+    return normalize_points(kpts0, K0), normalize_points(kpts1, K1), np.clip(scores, 0.0, None)
+
+
+def _mean_focal(K0, K1) -> float:
+    K0, K1 = np.asarray(K0, dtype=np.float64), np.asarray(K1, dtype=np.float64)
+    return float(np.mean([K0[0, 0], K1[1, 1], K0[0, 0], K1[1, 1]]))
+
+
+def _reported_inliers(x0, x1, R, t, in_front, threshold: float) -> np.ndarray:
+    """Paper's inlier count: in front of both cameras and sqrt(symmetric epipolar distance)
+    <= threshold (normalised units)."""
+    import torch
+
+    from .pose import essential_from_pose, symmetric_epipolar_distance
+
+    E = essential_from_pose(R[None], t[None])
+    d = symmetric_epipolar_distance(E, torch.from_numpy(x0)[None], torch.from_numpy(x1)[None])[0]
+    return (d <= threshold).numpy() & np.asarray(in_front, dtype=bool)
+
+
+def _bundle_adjust(x0, x1, w, R, t):
+    """BA of (R, t) on the given normalised matches; None when too few matches are usable."""
+    import torch
+
+    from .pose import MIN_MATCHES_BA, bundle_adjust_two_view, triangulate
+
+    x0t, x1t, wt = torch.from_numpy(x0), torch.from_numpy(x1), torch.from_numpy(w)
+    Rt, tt = torch.as_tensor(R, dtype=torch.float64), torch.as_tensor(t, dtype=torch.float64)
+    _, d0, d1 = triangulate(x0t, x1t, Rt, tt / tt.norm())
+    if int(((d0 > 0) & (d1 > 0) & (wt > 0)).sum()) < MIN_MATCHES_BA:
+        return None
+    ba = bundle_adjust_two_view(x0t, x1t, Rt, tt, wt)
+    if not (torch.isfinite(ba.R).all() and torch.isfinite(ba.t).all()):
+        return None
+    return ba.R.numpy(), ba.t.numpy()
+
+
+def _w8pt(kpts0, kpts1, K0, K1, threshold_px, scores, refine: bool) -> PoseEstimate | None:
+    import torch
+
+    from .pose import MIN_MATCHES_8PT, relative_pose_w8pt, triangulate
+
+    x0, x1, w = _normalised(kpts0, kpts1, K0, K1, scores)
+    if int((w > 0).sum()) < MIN_MATCHES_8PT:
+        return None
+    out = relative_pose_w8pt(torch.from_numpy(x0), torch.from_numpy(x1), torch.from_numpy(w))
+    R, t = out.R.numpy(), out.t.numpy()
+    if not (np.isfinite(R).all() and np.isfinite(t).all()):
+        return None
+    if refine:
+        refined = _bundle_adjust(x0, x1, w, R, t)
+        if refined is not None:
+            R, t = refined
+    _, d0, d1 = triangulate(torch.from_numpy(x0), torch.from_numpy(x1), torch.from_numpy(R),
+                            torch.from_numpy(t))
+    front = ((d0 > 0) & (d1 > 0)).numpy()
+    threshold = W8PT_INLIER_FACTOR * threshold_px / _mean_focal(K0, K1)
+    return PoseEstimate(R, t, _reported_inliers(x0, x1, R, t, front, threshold))
+
+
+def pose_w8pt(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray, K1: np.ndarray, *,
+              threshold_px: float = 1.0, scores: np.ndarray | None = None,
+              seed: int = 0) -> PoseEstimate | None:
+    """Confidence-weighted eight-point on all matches, as in the paper (no robust loop).
+    None below 8 matches with positive score. inliers: in front of both cameras and
+    sqrt(symmetric epipolar distance) <= 3 * threshold_px / mean focal (the paper's 3 px)."""
+    return _w8pt(kpts0, kpts1, K0, K1, threshold_px, scores, refine=False)
+
+
+def pose_w8pt_ba(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray, K1: np.ndarray, *,
+                 threshold_px: float = 1.0, scores: np.ndarray | None = None,
+                 seed: int = 0) -> PoseEstimate | None:
+    """``w8pt`` refined by 10 iterations of the confidence-weighted two-view BA on all matches."""
+    return _w8pt(kpts0, kpts1, K0, K1, threshold_px, scores, refine=True)
+
+
+def pose_ransac_ba(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray, K1: np.ndarray, *,
+                   threshold_px: float = 1.0, scores: np.ndarray | None = None,
+                   seed: int = 0) -> PoseEstimate | None:
+    """OpenCV RANSAC (``ransac``), then the two-view BA on its inliers weighted by ``scores``.
+    The inlier mask is RANSAC's."""
+    first = pose_ransac(kpts0, kpts1, K0, K1, threshold_px=threshold_px, seed=seed)
+    if first is None:
+        return None
+    x0, x1, w = _normalised(kpts0, kpts1, K0, K1, scores)
+    inl = first.inliers
+    refined = _bundle_adjust(x0[inl], x1[inl], w[inl], first.R, first.t)
+    if refined is None:
+        return first
+    return PoseEstimate(refined[0], refined[1], first.inliers)
+
+
 PoseEstimator = Callable[..., "PoseEstimate | None"]
 
 POSE_ESTIMATORS: dict[str, PoseEstimator] = {
     "ransac": pose_ransac,
     "lo-ransac": pose_lo_ransac,
+    "w8pt": pose_w8pt,
+    "w8pt+ba": pose_w8pt_ba,
+    "ransac+ba": pose_ransac_ba,
 }
 
 

@@ -116,3 +116,17 @@ def conv1x1_weight(conv: torch.nn.Conv1d, dtype=torch.float64) -> tuple[Tensor, 
         raise ValueError("only 1x1 convolutions without groups can be folded into matmuls")
     w = conv.weight.detach()[:, :, 0].to(dtype)
     return w, None if conv.bias is None else conv.bias.detach().to(dtype)
+
+
+def rotate_half_rows(weight: Tensor, heads: int) -> Tensor:
+    """Fold the rotary ``rotate_half`` into a projection producing head-major channels.
+
+    ``rotate_half`` maps each adjacent pair ``(a, b)`` of a head's dimensions to ``(-b, a)``;
+    applied to ``W x + c`` it is a signed permutation of the rows of ``W`` (``[C_out, C_in]``)
+    and of ``c`` (``[C_out]``), so ``rotate_half(W x + c) == rotate_half_rows(W) x +
+    rotate_half_rows(c)``. Used by LightGlue's rotary positional encoding."""
+    c = weight.shape[0]
+    if c % heads or (c // heads) % 2:
+        raise ValueError(f"{c} channels cannot be split into {heads} heads of even size")
+    pairs = weight.reshape(c // 2, 2, *weight.shape[1:])
+    return torch.stack([-pairs[:, 1], pairs[:, 0]], 1).reshape(weight.shape)

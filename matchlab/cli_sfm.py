@@ -1,0 +1,156 @@
+"""`matchlab sfm` and `matchlab eval`: argument tables and handlers (registered in cli.py)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .cli import CLIError, _device, _parse_conf
+
+
+def _model_arguments(p: argparse.ArgumentParser, resize_default: int | None,
+                     matcher_default: str = "nn", features_default: str = "superpoint") -> None:
+    from .registry import EXTRACTORS, MATCHERS
+
+    p.add_argument("--features", default=features_default, choices=sorted(EXTRACTORS),
+                   help="local feature extractor")
+    p.add_argument("--matcher", default=matcher_default, choices=sorted(MATCHERS), help="matcher")
+    if resize_default is not None:
+        p.add_argument("--resize", type=int, default=resize_default,
+                       help="resize so that the long side is at most N px (0: keep the size)")
+    p.add_argument("--max-keypoints", type=int, default=None,
+                   help="keep the N best keypoints per image (default: the extractor's own)")
+    p.add_argument("--extractor-conf", nargs="+", metavar="KEY=VALUE",
+                   help="other extractor options, e.g. detection_threshold=0.01")
+    p.add_argument("--matcher-conf", nargs="+", metavar="KEY=VALUE",
+                   help="matcher options, e.g. weights=indoor sinkhorn_iterations=20")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+# ----------------------------------------------------------------------------- sfm
+
+def _sfm_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image_dir", type=Path, help="folder of images (searched recursively)")
+    p.add_argument("output_dir", type=Path,
+                   help="features.h5, pairs.txt, matches.h5, database.db, sparse/ (COLMAP binary), "
+                        "sparse_text/, points3D.ply, summary.json, report.html, plots/")
+    _model_arguments(p, resize_default=1024, matcher_default="nn", features_default="superpoint")
+    p.add_argument("--pairs", default="exhaustive",
+                   help="exhaustive | sequential:N | file:PATH | retrieval:K | "
+                        "sequential:N+retrieval:K")
+    p.add_argument("--global", dest="global_descriptor", default="auto",
+                   help="global descriptor for retrieval pairs: auto, mixvpr or vlad")
+    p.add_argument("--mapper", default="incremental", choices=("incremental", "global"))
+    p.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model")
+    p.add_argument("--camera-mode", default="auto",
+                   choices=("auto", "single", "per_folder", "per_image"),
+                   help="which images share intrinsics")
+    p.add_argument("--mapper-options", nargs="+", metavar="KEY=VALUE",
+                   help="pycolmap pipeline options (dotted or flat keys), e.g. "
+                        "mapper.abs_pose_min_num_inliers=15 num_threads=-1")
+    p.add_argument("--plots", type=int, default=3,
+                   help="match plots of the N pairs with the most verified matches")
+
+
+def _sfm(args: argparse.Namespace) -> int:
+    from .pipeline import SfMConfig, run_sfm
+    from .sfm import ReconstructionError
+
+    config = SfMConfig(
+        features=args.features, matcher=args.matcher, pairs=args.pairs, mapper=args.mapper,
+        resize=None if args.resize == 0 else args.resize, camera_model=args.camera_model,
+        camera_mode=args.camera_mode, global_descriptor=args.global_descriptor,
+        matcher_conf=_parse_conf(args.matcher_conf, "--matcher-conf"),
+        extractor_conf=_parse_conf(args.extractor_conf, "--extractor-conf"),
+        mapper_options=_parse_conf(args.mapper_options, "--mapper-options"))
+    if args.max_keypoints is not None:
+        config.max_keypoints = args.max_keypoints
+    try:
+        summary = run_sfm(args.image_dir, args.output_dir, config, device=_device(args.device),
+                          plots=args.plots, log=lambda line: print(line, flush=True))
+    except (FileNotFoundError, ReconstructionError, RuntimeError) as e:
+        raise CLIError(str(e)) from None
+    print(f"outputs in {args.output_dir} (report: {args.output_dir / 'report.html'})")
+    return 0 if summary["num_reg_images"] > 0 else 1
+
+
+# ----------------------------------------------------------------------------- eval
+
+EVAL_DATASETS = {
+    "homography": ("oxford_graf", "evd"),
+    "pose": ("superglue_scannet_sample", "strecha_fountain_P11"),
+    "reconstruction": ("strecha_fountain_P11",),
+}
+
+
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("benchmark", choices=[*EVAL_DATASETS, "all"],
+                   help="homography (oxford_graf, evd), pose (ScanNet sample, Strecha pairs), "
+                        "reconstruction (Strecha vs ground-truth cameras), or all three")
+    _model_arguments(p, resize_default=None)
+    p.add_argument("--resize", type=int, default=640,
+                   help="homography and reconstruction: long side in px (the pose protocol "
+                        "fixes its own sizes: ScanNet 640x480, Strecha 1024)")
+    p.add_argument("--dataset", nargs="+", help="subset of the benchmark's datasets")
+    p.add_argument("--estimator", nargs="+", default=None,
+                   help="robust estimators (pose: ransac lo-ransac ..., homography: ransac "
+                        "lo-ransac); default ransac")
+    p.add_argument("--seeds", type=int, default=5, help="RANSAC runs averaged per pair (pose)")
+    p.add_argument("--output", type=Path, default=Path("outputs/eval"),
+                   help="folder for the JSON results (and reconstruction work files)")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .evaluation.report import format_table
+    from .registry import load_extractor, load_matcher
+
+    benchmarks = list(EVAL_DATASETS) if args.benchmark == "all" else [args.benchmark]
+    extractor_conf = _parse_conf(args.extractor_conf, "--extractor-conf")
+    if args.max_keypoints is not None:
+        extractor_conf["max_keypoints"] = args.max_keypoints
+    matcher_conf = _parse_conf(args.matcher_conf, "--matcher-conf")
+    device = _device(args.device)
+    matcher = load_matcher(args.matcher, **matcher_conf).to(device)
+    estimators = args.estimator or ["ransac"]
+    tag = f"{args.features}+{args.matcher}"
+    args.output.mkdir(parents=True, exist_ok=True)
+    results = []
+    torch.manual_seed(0)
+    for benchmark in benchmarks:
+        datasets = [d for d in EVAL_DATASETS[benchmark] if not args.dataset or d in args.dataset]
+        for dataset in datasets:
+            if benchmark == "homography":
+                from .evaluation.homography import evaluate_homography
+
+                extractor = load_extractor(args.features, resize=args.resize or None,
+                                           **extractor_conf).to(device)
+                for estimator in estimators:
+                    results.append(evaluate_homography(dataset, extractor, matcher, estimator))
+            elif benchmark == "pose":
+                from .evaluation.pose import evaluate_pose
+
+                extractor = load_extractor(args.features, **{**extractor_conf, "resize": None}
+                                           ).to(device)
+                results.append(evaluate_pose(dataset, extractor, matcher, estimators,
+                                             seeds=range(args.seeds)))
+            else:
+                from .evaluation.reconstruction import evaluate_reconstruction
+                from .pipeline import SfMConfig
+
+                config = SfMConfig(features=args.features, matcher=args.matcher,
+                                   resize=args.resize or None, matcher_conf=matcher_conf,
+                                   extractor_conf=extractor_conf)
+                work = args.output / f"sfm_{dataset}_{tag}".replace("+", "_")
+                results.append(evaluate_reconstruction(dataset, config, work))
+            results[-1]["method"] = tag
+            results[-1]["conf"] = {"features": args.features, "matcher": args.matcher,
+                                   "extractor_conf": extractor_conf, "matcher_conf": matcher_conf,
+                                   "resize": args.resize}
+            print(format_table([results[-1]]), flush=True)
+    path = args.output / f"eval_{args.benchmark}_{tag}.json".replace("+", "_")
+    path.write_text(json.dumps(results, indent=1, default=str))
+    print(f"results written to {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,95 @@
+"""Affine correspondences (ACs) from local affine frames, and the small pieces of geometry
+around them (numpy, float64).
+
+An affine correspondence is a point match (x0, x1) plus the 2x2 matrix A that maps small
+displacements around x0 in image 0 to displacements around x1 in image 1: dx1 = A dx0.
+With LAFs [A0 | x0] and [A1 | x1] (kornia layout, see matchlab.geometry.laf) a point u of
+the canonical patch lands at x0 + A0 u and x1 + A1 u, so
+
+    A = A1 A0^-1.
+
+For a homography H (x1 ~ H x0) the exact local affine map is its Jacobian at x0
+(`homography_jacobian`); for calibrated cameras the AC is expressed in normalised image
+coordinates by `normalize_affine` (A_n = K1[:2, :2]^-1 A K0[:2, :2]).
+
+Gravity: a direction g [3] in CAMERA coordinates pointing down (towards the ground); an upright
+camera (OpenCV axes: x right, y down, z forward) has g = (0, 1, 0). `gravity_rotation(g)` is the
+rotation G with G e_y = g, so that X_cam = G X_aligned takes coordinates of the
+gravity-aligned frame (y down) to the camera's.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+UPRIGHT = np.array([0.0, 1.0, 0.0])
+
+
+def affine_from_lafs(lafs0: np.ndarray, lafs1: np.ndarray) -> np.ndarray:
+    """[..., 2, 2] affine maps A = A1 A0^-1 of corresponding LAFs [..., 2, 3] (broadcasting).
+
+    Singular source frames give non-finite entries (callers drop those rows)."""
+    lafs0 = np.asarray(lafs0, dtype=np.float64)
+    lafs1 = np.asarray(lafs1, dtype=np.float64)
+    a0, a1 = lafs0[..., :2, :2], lafs1[..., :2, :2]
+    det = a0[..., 0, 0] * a0[..., 1, 1] - a0[..., 0, 1] * a0[..., 1, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.stack([np.stack([a0[..., 1, 1], -a0[..., 0, 1]], -1),
+                        np.stack([-a0[..., 1, 0], a0[..., 0, 0]], -1)], -2) / det[..., None, None]
+    return a1 @ inv
+
+
+def pool_affines(lafs0: np.ndarray, lafs1: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """ACs of candidate pools: [N0, k, 2, 2] from LAFs [N0, 2, 3], [N1, 2, 3] and candidates
+    [N0, k] (indices into image 1, -1 = empty slot, which gets NaN)."""
+    candidates = np.asarray(candidates, dtype=np.int64)
+    lafs1 = np.asarray(lafs1, dtype=np.float64)
+    dst = lafs1[np.clip(candidates, 0, max(len(lafs1) - 1, 0))] if len(lafs1) else \
+        np.full(candidates.shape + (2, 3), np.nan)
+    out = affine_from_lafs(np.asarray(lafs0, dtype=np.float64)[:, None], dst)
+    out[candidates < 0] = np.nan
+    return out
+
+
+def homography_jacobian(H: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """[N, 2, 2] Jacobians d(H x)/dx at points [N, 2] (the exact AC a homography induces):
+    J = (H[:2, :2] - y H[2, :2]) / s, with s = H[2] . (x, 1) and y = H(x)."""
+    H = np.asarray(H, dtype=np.float64)
+    x = np.concatenate([np.asarray(points, np.float64).reshape(-1, 2),
+                        np.ones((len(points), 1))], 1)
+    h = x @ H.T
+    s = h[:, 2]
+    y = h[:, :2] / s[:, None]
+    return (H[None, :2, :2] - y[:, :, None] * H[None, 2:3, :2]) / s[:, None, None]
+
+
+def normalize_affine(A: np.ndarray, K0: np.ndarray, K1: np.ndarray) -> np.ndarray:
+    """Pixel ACs [..., 2, 2] -> normalised-coordinate ACs: K1[:2, :2]^-1 A K0[:2, :2]."""
+    K0, K1 = np.asarray(K0, np.float64), np.asarray(K1, np.float64)
+    return np.linalg.inv(K1[:2, :2]) @ np.asarray(A, np.float64) @ K0[:2, :2]
+
+
+def gravity_rotation(g: np.ndarray | None) -> np.ndarray:
+    """The smallest rotation G [3, 3] with G e_y = g / |g| (g: gravity in camera coordinates,
+    pointing down; None = upright camera, G = I). Raises ValueError for a zero vector."""
+    if g is None:
+        return np.eye(3)
+    g = np.asarray(g, dtype=np.float64).reshape(3)
+    n = np.linalg.norm(g)
+    if not np.isfinite(n) or n < 1e-12:
+        raise ValueError(f"gravity must be a non-zero 3-vector, got {g}")
+    g = g / n
+    e = UPRIGHT
+    v = np.cross(e, g)
+    c = float(e @ g)
+    if c < -1 + 1e-12:  # upside down: rotate by pi about the optical axis
+        return np.diag([-1.0, -1.0, 1.0])
+    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + vx + vx @ vx / (1 + c)
+
+
+def default_intrinsics(image_size: tuple[int, int], focal_factor: float = 1.2) -> np.ndarray:
+    """A guessed pinhole K for an uncalibrated image of (width, height): focal
+    focal_factor * max(W, H), principal point at the image centre (pixel-centre convention)."""
+    w, h = image_size
+    f = focal_factor * max(w, h)
+    return np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1.0]])

@@ -1,0 +1,279 @@
+"""Confidence-weighted relative pose (matchlab/geometry/pose.py) and its estimators in
+POSE_ESTIMATORS: exact recovery, noise and outliers, input errors, gradients, batching,
+bundle adjustment, and a real-data check on the ScanNet sample with SuperPoint + SuperGlue."""
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from matchlab.geometry.pose import (bundle_adjust_two_view, decompose_essential, essential_from_pose,
+                                    pad_batch, project_to_essential, relative_pose_w8pt,
+                                    sampson_error, so3_exp, triangulate, weighted_eight_point)
+from matchlab.geometry.pose_estimators import POSE_ESTIMATORS, get_pose_estimator
+from matchlab.geometry.relative_pose import (angle_error_rotation, angle_error_translation, pose_auc,
+                                             pose_error)
+
+REPO = Path(__file__).resolve().parents[1]
+F64 = torch.float64
+FOCAL = 500.0  # px, for the synthetic scenes: 1 px = 2e-3 normalised units
+
+
+def scene(n: int, seed: int, noise_px: float = 0.0, outliers: float = 0.0):
+    """A random two-view scene: points 2-8 m in front of camera 0, camera 1 rotated by about
+    10 degrees and moved by a unit baseline. Returns normalised x0, x1 [n, 2], R, t (unit),
+    the 3D points [n, 3] (camera 0), and the outlier mask [n] (outliers: x1 replaced by a
+    random point of the image)."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        X = torch.rand(n, 3, generator=g, dtype=F64) * torch.tensor([4.0, 3.0, 6.0], dtype=F64) \
+            - torch.tensor([2.0, 1.5, -2.0], dtype=F64)
+        R = so3_exp(torch.randn(3, generator=g, dtype=F64) * 0.1)
+        t = torch.randn(3, generator=g, dtype=F64)
+        t = t / t.norm()
+        if ((X @ R.T + t)[:, 2] > 0.5).all():
+            break
+    p1 = X @ R.T + t
+    x0, x1 = X[:, :2] / X[:, 2:], p1[:, :2] / p1[:, 2:]
+    sigma = noise_px / FOCAL
+    x0 = x0 + sigma * torch.randn(n, 2, generator=g, dtype=F64)
+    x1 = x1 + sigma * torch.randn(n, 2, generator=g, dtype=F64)
+    bad = torch.rand(n, generator=g) < outliers
+    x1 = torch.where(bad[:, None], (torch.rand(n, 2, generator=g, dtype=F64) - 0.5) * torch.tensor(
+        [640 / FOCAL, 480 / FOCAL], dtype=F64), x1)
+    return x0, x1, R, t, X, bad
+
+
+def errors_deg(R, t, R_gt, t_gt) -> tuple[float, float]:
+    return (angle_error_rotation(R.detach().numpy(), R_gt.numpy()),
+            angle_error_translation(t.detach().numpy(), t_gt.numpy()))
+
+
+# ------------------------------------------------------------------ exact recovery
+@pytest.mark.parametrize("n", [8, 9, 50, 500])
+def test_w8pt_exact_without_noise(n):
+    for seed in range(5):
+        x0, x1, R, t, _, _ = scene(n, seed)
+        w = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=F64) + 0.05
+        out = relative_pose_w8pt(x0, x1, w)
+        assert (out.R - R).abs().max() < 1e-8 and (out.t - t).abs().max() < 1e-8, (n, seed)
+        assert out.in_front.all()
+        assert torch.allclose(out.R @ out.R.T, torch.eye(3, dtype=F64), atol=1e-12)
+        assert torch.det(out.R) == pytest.approx(1.0, abs=1e-12)
+        E = weighted_eight_point(x0, x1, w)
+        assert sampson_error(E[None], x0[None], x1[None]).max() < 1e-10
+
+
+def test_ba_keeps_exact_solution_and_recovers_from_perturbation():
+    x0, x1, R, t, X, _ = scene(100, 3)
+    ba = bundle_adjust_two_view(x0, x1, R, t)
+    assert (ba.R - R).abs().max() < 1e-10 and (ba.t - t).abs().max() < 1e-10
+    assert (ba.Y - X).abs().max() < 1e-8 and ba.cost < 1e-25
+    # a 1-degree rotation / 3-degree translation perturbation converges back to 1e-8
+    R_bad = so3_exp(torch.tensor([0.0, 0.017, 0.0], dtype=F64)) @ R
+    t_bad = t + torch.tensor([0.05, 0.0, 0.0], dtype=F64)
+    ba = bundle_adjust_two_view(x0, x1, R_bad, t_bad, iterations=20)
+    assert (ba.R - R).abs().max() < 1e-8 and (ba.t - t / t.norm()).abs().max() < 1e-8
+    assert float(ba.t.norm()) == pytest.approx(1.0, abs=1e-14)      # gauge: ||t|| = 1
+
+
+def test_decomposition_gives_four_rotations_and_projection_is_essential():
+    x0, x1, R, t, _, _ = scene(30, 1)
+    E = essential_from_pose(R, t)[None] * 3.7
+    Rs, ts = decompose_essential(E)
+    for k in range(4):
+        assert torch.allclose(Rs[0, k] @ Rs[0, k].T, torch.eye(3, dtype=F64), atol=1e-12)
+        assert torch.det(Rs[0, k]) == pytest.approx(1.0, abs=1e-12)
+        Ek = essential_from_pose(Rs[0, k], ts[0, k])
+        assert min((Ek - E[0] / E[0].norm() * 2 ** 0.5).abs().max(),
+                   (Ek + E[0] / E[0].norm() * 2 ** 0.5).abs().max()) < 1e-12
+    # singular values of a noisy rank-2 matrix -> (1, 1, 0)
+    U, _ = torch.linalg.qr(torch.randn(3, 3, dtype=F64))
+    V, _ = torch.linalg.qr(torch.randn(3, 3, dtype=F64))
+    for ratio in (1.0, 0.3, 1e-4):
+        M = U @ torch.diag(torch.tensor([2.0, 2.0 * ratio, 0.0], dtype=F64)) @ V.T
+        s = torch.linalg.svdvals(project_to_essential(M[None])[0])
+        assert torch.allclose(s, torch.tensor([1.0, 1.0, 0.0], dtype=F64), atol=1e-12), ratio
+
+
+# ------------------------------------------------------------------ noise and outliers
+def _median_errors(noise_px, outliers, weights_fn, n=200, seeds=range(20), **kw):
+    errs = []
+    for seed in seeds:
+        x0, x1, R, t, _, bad = scene(n, seed, noise_px, outliers)
+        out = relative_pose_w8pt(x0, x1, weights_fn(bad), **kw)
+        errs.append(max(errors_deg(out.R, out.t, R, t)))
+    return float(np.median(errs)), float(np.max(errs))
+
+
+def test_w8pt_degrades_gracefully_with_noise():
+    """Median over 20 scenes of max(rotation, translation) error, 200 matches. Measured:
+    0.5 px 0.15 deg, 1 px 0.30, 2 px 0.59 (about linear in the noise)."""
+    ones = lambda bad: torch.ones(len(bad), dtype=F64)  # noqa: E731
+    med = {s: _median_errors(s, 0.0, ones)[0] for s in (0.5, 1.0, 2.0)}
+    assert med[0.5] < 0.3 and med[1.0] < 0.6 and med[2.0] < 1.2, med
+    assert med[0.5] < med[1.0] < med[2.0], med
+
+
+def test_confidences_and_irls_handle_outliers():
+    """1 px noise + 20 % outliers, 200 matches, median / max over 20 scenes. Measured:
+    unweighted 8-point median ~20 deg (useless); outliers at confidence 0.05 vs inliers
+    0.9: median 0.35; uniform confidences + 5 Cauchy IRLS steps: median 0.33."""
+    ones = lambda bad: torch.ones(len(bad), dtype=F64)  # noqa: E731
+    conf = lambda bad: torch.where(bad, 0.05, 0.9).to(F64)  # noqa: E731
+    plain = _median_errors(1.0, 0.2, ones)[0]
+    weighted = _median_errors(1.0, 0.2, conf)[0]
+    irls = _median_errors(1.0, 0.2, ones, irls_iterations=5, irls_scale=2.0 / FOCAL)[0]
+    assert plain > 5.0, plain
+    assert weighted < 1.0 and irls < 1.0, (weighted, irls)
+
+
+# ------------------------------------------------------------------ input errors
+def test_clear_errors_below_minimum_and_on_bad_shapes():
+    x0, x1, R, t, _, _ = scene(7, 0)
+    with pytest.raises(ValueError, match="at least 8 matches"):
+        weighted_eight_point(x0, x1)
+    with pytest.raises(ValueError, match="at least 8 matches"):
+        relative_pose_w8pt(x0, x1)
+    x0, x1, R, t, _, _ = scene(12, 0)
+    w = torch.ones(12, dtype=F64)
+    w[:5] = 0   # zero confidence does not count
+    with pytest.raises(ValueError, match=r"batch entries \[0\] have \[7\]"):
+        weighted_eight_point(x0, x1, w)
+    with pytest.raises(ValueError, match="at least 6 matches"):
+        bundle_adjust_two_view(x0[:5], x1[:5], R, t)
+    with pytest.raises(ValueError, match=r"\[B, M, 2\]"):
+        weighted_eight_point(x0, x1[:10])
+    for name in ("w8pt", "w8pt+ba"):
+        assert get_pose_estimator(name)(np.zeros((7, 2)), np.zeros((7, 2)), np.eye(3), np.eye(3)) is None
+
+
+# ------------------------------------------------------------------ gradients
+def test_gradcheck_w8pt_and_ba():
+    x0, x1, R, t, _, _ = scene(10, 4, noise_px=1.0)
+    w = torch.linspace(0.3, 1.0, 10, dtype=F64)
+    x0 = x0.clone().requires_grad_()
+    w = w.clone().requires_grad_()
+
+    def pose(a, weights):
+        out = relative_pose_w8pt(a, x1, weights)
+        return out.R, out.t
+
+    assert torch.autograd.gradcheck(pose, (x0, w), eps=1e-7, atol=1e-5)
+    assert torch.autograd.gradcheck(lambda a, weights: weighted_eight_point(a, x1, weights) *
+                                    torch.sign(weighted_eight_point(a, x1, weights)[0, 0].detach()),
+                                    (x0, w), eps=1e-7, atol=1e-5)
+    pose0 = relative_pose_w8pt(x0.detach(), x1, w.detach())
+
+    def ba(a, weights):
+        out = bundle_adjust_two_view(a, x1, pose0.R, pose0.t, weights, iterations=3)
+        return out.R, out.t, out.cost
+
+    assert torch.autograd.gradcheck(ba, (x0, w), eps=1e-7, atol=1e-5)
+    # the whole chain w8pt -> BA, a scalar loss, backward is finite
+    out = relative_pose_w8pt(x0, x1, w)
+    ba_out = bundle_adjust_two_view(x0, x1, out.R, out.t, w)
+    loss = (ba_out.R - R).square().sum() + (ba_out.t - t).square().sum()
+    loss.backward()
+    assert torch.isfinite(x0.grad).all() and torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------ batching
+def test_batch_equals_single():
+    pairs = [scene(n, seed, noise_px=1.0, outliers=0.1) for n, seed in ((40, 0), (9, 1), (120, 2))]
+    confs = [torch.rand(len(p[0]), generator=torch.Generator().manual_seed(i), dtype=F64) + 0.1
+             for i, p in enumerate(pairs)]
+    x0, x1, w, mask = pad_batch([(p[0], p[1], c) for p, c in zip(pairs, confs)])
+    assert x0.shape == (3, 120, 2) and int(mask.sum()) == 169
+    batch = relative_pose_w8pt(x0, x1, w, mask, irls_iterations=2, irls_scale=0.004)
+    ba_batch = bundle_adjust_two_view(x0, x1, batch.R, batch.t, w, mask)
+    for i, (p, c) in enumerate(zip(pairs, confs)):
+        single = relative_pose_w8pt(p[0], p[1], c, irls_iterations=2, irls_scale=0.004)
+        assert torch.allclose(batch.R[i], single.R, atol=1e-10)
+        assert torch.allclose(batch.t[i], single.t, atol=1e-10)
+        n = len(p[0])
+        ba_single = bundle_adjust_two_view(p[0], p[1], single.R, single.t, c)
+        assert torch.allclose(ba_batch.R[i], ba_single.R, atol=1e-9)
+        assert torch.allclose(ba_batch.t[i], ba_single.t, atol=1e-9)
+        assert torch.allclose(ba_batch.Y[i, :n], ba_single.Y, atol=1e-7)
+        assert ba_batch.cost[i] == pytest.approx(float(ba_single.cost), rel=1e-8)
+        assert int(ba_batch.iterations_accepted[i]) == int(ba_single.iterations_accepted)
+
+
+# ------------------------------------------------------------------ bundle adjustment on noise
+def test_ba_reduces_reprojection_error_and_improves_pose():
+    """1 px noise, 150 matches, 30 scenes. Measured: mean max(rot, trans) error 0.37 deg for
+    w8pt vs 0.24 after BA (BA is better on 24 of 30 scenes); the unweighted RMS reprojection
+    error (px) falls from 0.98 (w8pt + triangulation) to 0.84 on every scene (the residual
+    floor of a correct model is ~0.87 px * sqrt(1 - 5/(4 * 150)) ... i.e. about the noise)."""
+    before, after, wins = [], [], 0
+    for seed in range(30):
+        x0, x1, R, t, _, _ = scene(150, 100 + seed, noise_px=1.0)
+        init = relative_pose_w8pt(x0, x1)
+        ba = bundle_adjust_two_view(x0, x1, init.R, init.t)
+        Y0, _, _ = triangulate(x0, x1, init.R, init.t)
+
+        def rms(Rr, tt, Y):
+            p1 = Y @ Rr.T + tt
+            r = torch.cat([Y[:, :2] / Y[:, 2:] - x0, p1[:, :2] / p1[:, 2:] - x1])
+            return float(r.square().sum(-1).mean().sqrt()) * FOCAL
+
+        rms0, rms1 = rms(init.R, init.t, Y0), rms(ba.R, ba.t, ba.Y)
+        assert rms1 < rms0 and ba.cost < ba.cost_initial, seed
+        e0, e1 = max(errors_deg(init.R, init.t, R, t)), max(errors_deg(ba.R, ba.t, R, t))
+        before.append(e0)
+        after.append(e1)
+        wins += e1 < e0
+    assert np.mean(after) < 0.85 * np.mean(before), (np.mean(before), np.mean(after))
+    assert wins >= 20, wins
+
+
+# ------------------------------------------------------------------ the estimator table
+def _pixels(x, K):
+    return x.numpy() * K[[0, 1], [0, 1]] + K[[0, 1], [2, 2]]
+
+
+@pytest.mark.parametrize("name", ["w8pt", "w8pt+ba", "ransac+ba"])
+def test_table_estimators_on_pixels(name):
+    assert {"ransac", "lo-ransac", "w8pt", "w8pt+ba", "ransac+ba"} <= set(POSE_ESTIMATORS)
+    K0 = np.array([[FOCAL, 0, 320], [0, FOCAL, 240], [0, 0, 1]])
+    K1 = np.array([[FOCAL * 1.1, 0, 300], [0, FOCAL * 1.1, 250], [0, 0, 1]])
+    x0, x1, R, t, _, bad = scene(300, 7, noise_px=0.5, outliers=0.15)
+    k0 = _pixels(x0, K0)
+    k1 = _pixels(x1, K1)
+    scores = np.where(bad.numpy(), 0.05, 0.9)
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R.numpy(), t.numpy()
+    est = get_pose_estimator(name)(k0, k1, K0, K1, threshold_px=1.0, scores=scores, seed=0)
+    assert est is not None and est.inliers.shape == (300,)
+    assert pose_error(T, est.R, est.t) < 1.0
+    assert np.linalg.norm(est.t) == pytest.approx(1.0)
+    # reported inliers are mostly the true inliers
+    assert (est.inliers & ~bad.numpy()).sum() > 0.8 * (~bad.numpy()).sum()
+    assert (est.inliers & bad.numpy()).sum() < 0.1 * bad.numpy().sum()
+
+
+# ------------------------------------------------------------------ real data
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_pose", REPO / "benchmarks" / "pose_estimators.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_scannet_sample_ransac_ba_and_w8pt_ba():
+    """SP + SG indoor with the official settings on the 15 ScanNet sample pairs.
+    PLACEHOLDER: filled with measurements."""
+    bench = _bench()
+    pairs = bench.compute_matches("scannet", "superglue", 1024)
+    seeds = [0, 1, 2, 3, 4]
+    auc_r, _, _ = bench.evaluate(pairs, "ransac", seeds, (5, 10, 20))
+    auc_rba, _, _ = bench.evaluate(pairs, "ransac+ba", seeds, (5, 10, 20))
+    _, err_w, _ = bench.evaluate(pairs, "w8pt+ba", seeds, (5, 10, 20))
+    assert np.isfinite(err_w).all(), err_w
+    assert auc_rba[1] >= auc_r[1] - 3.0, (auc_r, auc_rba)
