@@ -1,4 +1,7 @@
-"""SuperGlue speed benchmark: matchlab's SuperGlue vs a plain implementation of the same maths.
+"""Matcher speed benchmarks: SuperGlue (ours vs a plain implementation of the same maths) and
+LightGlue (ours vs kornia's LightGlue, same weights, same inputs; see `lightglue_main`).
+
+    python benchmarks/matchers.py --matcher lightglue   # the LightGlue tables (below)
 
     python benchmarks/matchers.py                       # 512 1024 2048 4096 kpts/side
     python benchmarks/matchers.py --sizes 512 1024 --iterations 20
@@ -300,6 +303,14 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--matcher", choices=["superglue", "lightglue"], default="superglue")
+    pre.add_argument("--device", default=None)
+    known, rest = pre.parse_known_args(argv)
+    if known.matcher == "lightglue":
+        if known.device in (None, "auto"):
+            known.device = "cuda" if torch.cuda.is_available() else "cpu"
+        return lightglue_main(rest, device=known.device)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096],
@@ -314,6 +325,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     parser.add_argument("--feature-file", help=argparse.SUPPRESS)
+    parser.add_argument("--matcher", choices=["superglue", "lightglue"], default="superglue",
+                        help="which benchmark; lightglue takes its own options (--matcher lightglue "
+                             "--help) and --device auto (cuda when available)")
     args = parser.parse_args(argv)
     if args.child:
         return _child(args)
@@ -367,6 +381,133 @@ def main(argv: list[str] | None = None) -> None:
           f"otherwise idle machine)")
     print("GFLOP per pair (network, analytic, official layer structure, Sinkhorn excluded): "
           + ", ".join(f"{n}: {superglue_flops(n, n) / 1e9:.1f}" for n in args.sizes))
+
+
+# ============================================================== LightGlue
+def lightglue_features(n: int, folder: Path | None = None):
+    """DISK features (long side 1024, as LightGlue's extractors; nms 5, threshold 0) of the
+    10 hloc sacre_coeur mapping images, each cut to its n best keypoints."""
+    from matchlab.registry import load_extractor
+
+    root = Path(os.environ.get("MATCHLAB_DATASETS_MIRROR", REPO.parent / "shared" / "datasets"))
+    folder = folder or root / "hloc_sacre_coeur" / "mapping"
+    ext = load_extractor("disk", resize=1024, max_keypoints=n)
+    feats = [ext(p) for p in sorted(folder.glob("*.jpg"))]
+    if min(len(f) for f in feats) < n:
+        raise RuntimeError(f"only {[len(f) for f in feats]} DISK keypoints; use fewer")
+    return feats
+
+
+def subset_best(f, n: int):
+    return f.subset(torch.argsort(f.scores, descending=True)[:n])
+
+
+def lightglue_main(argv: list[str], device: str = "cpu") -> None:
+    """LightGlue: ours vs kornia's ``kornia.feature.LightGlue`` (same disk_lightglue.pth
+    weights and DISK features of hloc's sacre_coeur sample), adaptive (depth 0.95 / width
+    0.99) and not (-1 / -1):
+      single pair: images 0 and 1, best of --repeats interleaved runs (ours, kornia, ...);
+        ours starts each run with an empty per-image cache;
+      batch: all 45 pairs of the 10 images: ours ``match_batch`` (one call, empty cache)
+        vs kornia one pair at a time (and ours one pair at a time), one run each.
+    Columns: ms, matches, agreement = fraction of keypoints whose matches0 equals kornia's."""
+    import itertools
+
+    import kornia.feature as KF
+
+    from matchlab.matchers.lightglue import LightGlue, official_state_dict
+    from matchlab.weights import load_checkpoint
+
+    parser = argparse.ArgumentParser(prog="matchers.py --matcher lightglue")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
+    parser.add_argument("--adaptive", choices=["on", "off"], nargs="+", default=["off", "on"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[2048],
+                        help="keypoint counts of the 45-pair rows")
+    parser.add_argument("--batch-adaptive", choices=["on", "off"], nargs="*", default=["on"])
+    parser.add_argument("--pairs", type=int, default=45, help="pairs in the batch rows (<= 45)")
+    parser.add_argument("--single-loop", action="store_true",
+                        help="also time ours one pair at a time in the batch rows")
+    args = parser.parse_args(argv)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    state = official_state_dict(load_checkpoint("disk_lightglue.pth"))
+    print(f"LightGlue (disk_lightglue.pth), torch {torch.__version__}, device {device}, threads "
+          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
+    all_feats = lightglue_features(max(args.sizes + args.batch_sizes))
+
+    def models(adaptive: str):
+        conf = {} if adaptive == "on" else {"depth_confidence": -1, "width_confidence": -1}
+        ours = LightGlue(features="disk", weights=None, **conf)
+        ours.load_state_dict(state, strict=True)
+        ref = KF.LightGlue(features=None, input_dim=128, **conf)
+        ref.load_state_dict(state, strict=False)
+        return ours.eval().to(device), ref.eval().to(device)
+
+    def run_kornia(ref, f0, f1):
+        def side(f):
+            f = f.to(device)
+            return {"keypoints": f.keypoints[None], "descriptors": f.descriptors[None],
+                    "image_size": torch.tensor([f.image_size], device=device)}
+        with torch.inference_mode():
+            return ref({"image0": side(f0), "image1": side(f1)})["matches0"][0].cpu()
+
+    def run_ours(ours, f0, f1):
+        ours._images.clear()
+        return ours(f0, f1).matches0
+
+    def timed(fn, *a):
+        sync()
+        t0 = time.perf_counter()
+        out = fn(*a)
+        sync()
+        return time.perf_counter() - t0, out
+
+    header = (f"{'rows':>6} {'kpts':>5} {'adaptive':>8} | {'ours ms':>9} {'kornia ms':>9} {'speed-up':>8} | "
+              f"{'matches':>7} {'agree':>7}")
+    print("single pair (images 0-1): best of interleaved runs")
+    print(header)
+    print("-" * len(header), flush=True)
+    for n in args.sizes:
+        f0, f1 = (subset_best(f, n) for f in all_feats[:2])
+        for adaptive in args.adaptive:
+            ours, ref = models(adaptive)
+            small = [f.subset(torch.arange(64)) for f in (f0, f1)]
+            run_ours(ours, *small), run_kornia(ref, *small)  # warm-up
+            t_ours, t_ref = [], []
+            for _ in range(args.repeats):
+                t, m_ours = timed(run_ours, ours, f0, f1)
+                t_ours.append(t)
+                t, m_ref = timed(run_kornia, ref, f0, f1)
+                t_ref.append(t)
+            agree = (m_ours == m_ref).float().mean().item()
+            print(f"{'1 pair':>6} {n:5d} {adaptive:>8} | {1e3 * min(t_ours):9.0f} {1e3 * min(t_ref):9.0f} "
+                  f"{min(t_ref) / min(t_ours):7.2f}x | {int((m_ours > -1).sum()):7d} {agree:7.2%}", flush=True)
+    pairs_idx = list(itertools.combinations(range(len(all_feats)), 2))[:args.pairs]
+    if args.batch_sizes and args.batch_adaptive:
+        print(f"\nbatch: {len(pairs_idx)} pairs of {len(all_feats)} images, one run each; "
+              f"ours = one match_batch call (batch_size 8, per-image work shared); pairs/s in ()")
+        print(header + f" | {'ours 1-by-1 ms':>14}")
+        print("-" * (len(header) + 17), flush=True)
+    for n in args.batch_sizes:
+        feats = [subset_best(f, n) for f in all_feats]
+        pairs = [(feats[i], feats[j]) for i, j in pairs_idx]
+        for adaptive in args.batch_adaptive:
+            ours, ref = models(adaptive)
+            ours._images.clear()
+            t_ours, out = timed(ours.match_batch, pairs)
+            t_ref, ref_out = timed(lambda: [run_kornia(ref, a, b) for a, b in pairs])
+            loop = ""
+            if args.single_loop:
+                t_loop, _ = timed(lambda: [run_ours(ours, a, b) for a, b in pairs])
+                loop = f" | {1e3 * t_loop:14.0f}"
+            m0 = torch.cat([m.matches0 for m in out])
+            agree = (m0 == torch.cat(ref_out)).float().mean().item()
+            k = len(pairs)
+            print(f"{k:3d} pr. {n:5d} {adaptive:>8} | {1e3 * t_ours:9.0f} {1e3 * t_ref:9.0f} "
+                  f"{t_ref / t_ours:7.2f}x | {int((m0 > -1).sum()):7d} {agree:7.2%}{loop}"
+                  f"   ({k / t_ours:.2f} vs {k / t_ref:.2f} pairs/s)", flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.2f} (timings are only meaningful on an "
+          f"otherwise idle machine)")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ import argparse
 import ast
 import json
 import sys
-import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -85,46 +83,11 @@ def _device(name: str):
     return device
 
 
-def _progress(iterable, **kwargs):
-    from tqdm import tqdm
-
-    return tqdm(iterable, disable=None, dynamic_ncols=True, **kwargs)
-
-
 def _note(message: str) -> None:
     """A line that does not break the progress bar."""
     from tqdm import tqdm
 
     tqdm.write(message, file=sys.stderr)
-
-
-def _check_model_record(store, key: str, record: dict, what: str, option: str) -> None:
-    """Refuse to mix results of different models / settings in one output file."""
-    stored = store.file.attrs.get(key)
-    if stored is None:
-        if len(store.file) == 0:  # a new file: remember what fills it (files made by other
-            store.file.attrs[key] = json.dumps(record, sort_keys=True)  # tools: unknown)
-            store.file.flush()
-        return
-    previous = json.loads(stored)
-    if previous != record:
-        if previous.get("name") != record["name"]:
-            was, now = previous.get("name"), record["name"]
-        else:
-            old, new = previous.get("conf", {}), record["conf"]
-            keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            was = ", ".join(f"{k}={old.get(k)!r}" for k in keys)
-            now = ", ".join(f"{k}={new.get(k)!r}" for k in keys)
-        raise CLIError(f"{store.path} already holds {what} made with {was}, and this run asks "
-                       f"for {now}; mixing them in one file would be silently wrong. Use "
-                       f"another output file, or the same {option} as before.")
-
-
-def _record(name: str, model) -> dict:
-    """What made a file's contents: the model's name and the options that change results."""
-    neutral = set(getattr(model, "result_neutral_options", ()))
-    conf = {k: v for k, v in model.conf.items() if k not in neutral}
-    return json.loads(json.dumps({"name": name, "conf": conf}, sort_keys=True, default=str))
 
 
 def _summary(title: str, rows: list[tuple[str, int, str]]) -> None:
@@ -162,9 +125,9 @@ def _extract_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from .images import ImageError, list_images
+    from .images import list_images
+    from .pipeline import extract_features, model_record
     from .registry import load_extractor
-    from .store import FeatureStore
 
     conf = _parse_conf(args.extractor_conf, "--extractor-conf")
     conf["resize"] = None if args.resize == 0 else args.resize
@@ -178,28 +141,13 @@ def _extract(args: argparse.Namespace) -> int:
         raise CLIError(f"no images found in {args.image_dir} (looked for .jpg, .png, .tif, "
                        f".bmp, .webp, .pgm, .ppm, recursively)")
     extractor = load_extractor(args.features, **conf)  # bad options fail before any work
-    record = _record(args.features, extractor)
-    done: list[str] = []
-    failed: list[tuple[str, str]] = []
-    start = time.perf_counter()
-    with FeatureStore(args.output) as store:
-        _check_model_record(store, "matchlab_extractor", record, "features", "--features/options")
-        skipped = [n for n in names if n in store]
-        todo = [n for n in names if n not in store]
-        if todo:
-            extractor = extractor.to(_device(args.device))
-        for name in _progress(todo, desc=f"extract {args.features}", unit="img"):
-            try:
-                features = extractor(args.image_dir / name)
-            except ImageError as e:
-                failed.append((name, e.reason))
-                _note(f"skipped {name}: {e.reason}")
-                continue
-            store.write(name, features, as_half=args.as_half)
-            done.append(name)
-    rows = [("extracted", len(done), f"in {time.perf_counter() - start:.1f} s"),
-            ("skipped", len(skipped), f"already in {args.output}" if skipped else ""),
-            ("failed", len(failed), _list_names([f"{n} ({r})" for n, r in failed], 20))]
+    report = extract_features(args.image_dir, names, args.output,
+                              extractor.to(_device(args.device)), as_half=args.as_half,
+                              log=_note, record=model_record(args.features, extractor))
+    failed = [f"{n} ({r})" for n, r in report.failed.items()]
+    rows = [("extracted", report.done, f"in {report.seconds:.1f} s"),
+            ("skipped", report.already, f"already in {args.output}" if report.already else ""),
+            ("failed", len(failed), _list_names(failed, 20))]
     _summary(f"extract: {len(names)} images in {args.image_dir} -> {args.output}", rows)
     if failed:
         print(f"  the failed images are not in {args.output}; fix or remove them and run the "
@@ -227,101 +175,56 @@ def _match_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
-def read_pairs_file(path: Path) -> list[tuple[str, str, int]]:
-    """(name0, name1, line number) for each pair line; CLIError naming the line if malformed."""
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CLIError(f"cannot read pairs file {path}: {e}") from None
-    pairs = []
-    for number, line in enumerate(lines, 1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        parts = text.split()
-        if len(parts) != 2:
-            raise CLIError(f"{path} line {number}: expected two image names separated by "
-                           f"white space, got {line!r} (names with spaces are not supported, "
-                           f"as in hloc)")
-        pairs.append((parts[0], parts[1], number))
-    return pairs
-
-
-class _FeatureCache:
-    """The last few images' features: pair lists visit the same images again and again."""
-
-    def __init__(self, store, device, size: int = 64) -> None:
-        self.store, self.device, self.size = store, device, size
-        self.cache: OrderedDict = OrderedDict()
-
-    def __call__(self, name: str):
-        if name in self.cache:
-            self.cache.move_to_end(name)
-            return self.cache[name]
-        features = self.store.read(name).to(self.device)
-        self.cache[name] = features
-        if len(self.cache) > self.size:
-            self.cache.popitem(last=False)
-        return features
-
-
 def _match(args: argparse.Namespace) -> int:
+    from .pipeline import match_pairs, model_record
     from .registry import load_matcher
-    from .store import FeatureStore, MatchStore
+    from .retrieval.pairs import PairsFileError, read_pairs_file
+    from .store import FeatureStore
 
     conf = _parse_conf(args.matcher_conf, "--matcher-conf")
     if args.features.resolve() == args.output.resolve():
         raise CLIError("the matches must go to another file than the features")
-    pairs = read_pairs_file(args.pairs)
+    try:
+        pairs = read_pairs_file(args.pairs, with_lines=True)
+    except PairsFileError as e:
+        raise CLIError(str(e)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CLIError(f"cannot read pairs file {args.pairs}: {e}") from None
     if not pairs:
         raise CLIError(f"{args.pairs} holds no pairs")
     matcher = load_matcher(args.matcher, **conf)  # bad options fail before any work
-    start = time.perf_counter()
     with FeatureStore(args.features, mode="r") as features:
-        missing: dict[str, int] = {}
-        known: dict[str, bool] = {}
-        for n0, n1, number in pairs:
-            for name in (n0, n1):
-                if name not in known:
-                    known[name] = name in features
-                if not known[name]:
-                    missing.setdefault(name, number)
-        if missing and not args.skip_missing:
-            listed = [f"{name!r} (line {line})" for name, line in missing.items()]
-            raise CLIError(
-                f"{len(missing)} image(s) named in {args.pairs} are not in {args.features}: "
-                f"{_list_names(listed)}. Extract them first, fix the pairs file, or pass "
-                f"--skip-missing to match the other pairs.")
-        unique, seen = [], set()
-        skipped_missing, duplicates, self_pairs = [], 0, 0
-        for n0, n1, number in pairs:
-            if n0 in missing or n1 in missing:
-                skipped_missing.append(f"line {number}")
-            elif n0 == n1:
-                self_pairs += 1
-            elif (n0, n1) in seen or (n1, n0) in seen:
-                duplicates += 1
-            else:
-                seen.add((n0, n1))
-                unique.append((n0, n1))
-        device = _device(args.device)
-        matcher = matcher.to(device)
-        read = _FeatureCache(features, device)
-        record = _record(args.matcher, matcher)
-        done, num_matches = 0, 0
-        with MatchStore(args.output) as out:
-            _check_model_record(out, "matchlab_matcher", record, "matches",
-                                "--matcher/--matcher-conf")
-            todo = [p for p in unique if p not in out]
-            present = len(unique) - len(todo)
-            for n0, n1 in _progress(todo, desc=f"match {args.matcher}", unit="pair"):
-                matches = matcher(read(n0), read(n1))
-                out.write(n0, n1, matches, as_half=args.as_half)
-                done += 1
-                num_matches += len(matches)
-    rows = [("matched", done, f"in {time.perf_counter() - start:.1f} s, "
-                              f"{num_matches / max(done, 1):.0f} matches per pair"),
-            ("skipped", present, f"already in {args.output}" if present else "")]
+        known = {name: name in features for n0, n1, _ in pairs for name in (n0, n1)}
+    missing: dict[str, int] = {}
+    for n0, n1, number in pairs:
+        for name in (n0, n1):
+            if not known[name]:
+                missing.setdefault(name, number)
+    if missing and not args.skip_missing:
+        listed = [f"{name!r} (line {line})" for name, line in missing.items()]
+        raise CLIError(
+            f"{len(missing)} image(s) named in {args.pairs} are not in {args.features}: "
+            f"{_list_names(listed)}. Extract them first, fix the pairs file, or pass "
+            f"--skip-missing to match the other pairs.")
+    unique, seen = [], set()
+    skipped_missing, duplicates, self_pairs = [], 0, 0
+    for n0, n1, number in pairs:
+        if n0 in missing or n1 in missing:
+            skipped_missing.append(f"line {number}")
+        elif n0 == n1:
+            self_pairs += 1
+        elif (n0, n1) in seen or (n1, n0) in seen:
+            duplicates += 1
+        else:
+            seen.add((n0, n1))
+            unique.append((n0, n1))
+    device = _device(args.device)
+    report = match_pairs(unique, args.features, args.output, matcher.to(device),
+                         as_half=args.as_half, device=device,
+                         record=model_record(args.matcher, matcher))
+    rows = [("matched", report.done, f"in {report.seconds:.1f} s, "
+                                     f"{report.matches / max(report.done, 1):.0f} matches per pair"),
+            ("skipped", report.already, f"already in {args.output}" if report.already else "")]
     if duplicates or self_pairs:
         rows.append(("ignored", duplicates + self_pairs,
                      f"{duplicates} repeated (in either order), {self_pairs} image with itself"))
@@ -416,14 +319,15 @@ def _datasets_fetch(args: argparse.Namespace) -> int:
 
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", type=Path, default=Path("outputs/demo"),
-                   help="where the plot and results go")
+                   help="where the model, plots and report go")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(args.output_dir)
-    return 0
+    summary = run_demo(args.output_dir, device=_device(args.device))
+    return 0 if summary["num_reg_images"] > 0 else 1
 
 
 def _salvage_arguments(p: argparse.ArgumentParser) -> None:
@@ -469,7 +373,7 @@ COMMANDS: dict[str, Command] = {
         "fetch": Command("a verified copy of a dataset; prints its folder",
                          _datasets_fetch, _datasets_fetch_arguments),
     }),
-    "demo": Command("match one image pair with ground truth and plot the matches",
+    "demo": Command("reconstruct the sacre_coeur sample scene end to end",
                     _demo, _demo_arguments),
     "salvage": Command("rewrite a damaged HDF5 store keeping its intact items",
                        _salvage, _salvage_arguments),
@@ -529,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     if run is None:  # a command group without its action, or nothing at all
         args._parser.print_help(sys.stderr)
         return 2
+    from .pipeline import OutputMismatchError
     from .registry import ConfigError
     from .store import StoreError
     from .types import ShapeError
@@ -540,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nmatchlab: interrupted; what was finished is saved, run the same command again "
               "to resume", file=sys.stderr)
         return 130
-    except (CLIError, ConfigError, StoreError, WeightsError, ShapeError) as e:
+    except (CLIError, ConfigError, StoreError, WeightsError, ShapeError, OutputMismatchError) as e:
         print(f"matchlab: error: {e}", file=sys.stderr)
         return 1
 

@@ -77,6 +77,7 @@ def _sfm(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- eval
 
+DEFAULT_RESIZE = {"homography": 640, "reconstruction": 1024}
 EVAL_DATASETS = {
     "homography": ("oxford_graf", "evd"),
     "pose": ("superglue_scannet_sample", "strecha_fountain_P11"),
@@ -89,13 +90,15 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="homography (oxford_graf, evd), pose (ScanNet sample, Strecha pairs), "
                         "reconstruction (Strecha vs ground-truth cameras), or all three")
     _model_arguments(p, resize_default=None)
-    p.add_argument("--resize", type=int, default=640,
-                   help="homography and reconstruction: long side in px (the pose protocol "
-                        "fixes its own sizes: ScanNet 640x480, Strecha 1024)")
+    p.add_argument("--resize", type=int, default=None,
+                   help="long side in px for homography (default 640) and reconstruction "
+                        "(default 1024); the pose protocol fixes its own sizes (ScanNet "
+                        "640x480, Strecha long side 1024)")
     p.add_argument("--dataset", nargs="+", help="subset of the benchmark's datasets")
     p.add_argument("--estimator", nargs="+", default=None,
-                   help="robust estimators (pose: ransac lo-ransac ..., homography: ransac "
-                        "lo-ransac); default ransac")
+                   help="robust estimators, default ransac (pose: any of `matchlab.geometry."
+                        "pose_estimators.POSE_ESTIMATORS`; homography: ransac, lo-ransac; "
+                        "names a benchmark does not know are left out of it)")
     p.add_argument("--seeds", type=int, default=5, help="RANSAC runs averaged per pair (pose)")
     p.add_argument("--output", type=Path, default=Path("outputs/eval"),
                    help="folder for the JSON results (and reconstruction work files)")
@@ -121,35 +124,41 @@ def _eval(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     for benchmark in benchmarks:
         datasets = [d for d in EVAL_DATASETS[benchmark] if not args.dataset or d in args.dataset]
+        resize = args.resize if args.resize is not None else DEFAULT_RESIZE.get(benchmark)
         for dataset in datasets:
             if benchmark == "homography":
                 from .evaluation.homography import evaluate_homography
 
-                extractor = load_extractor(args.features, resize=args.resize or None,
+                extractor = load_extractor(args.features, resize=resize or None,
                                            **extractor_conf).to(device)
-                for estimator in estimators:
-                    results.append(evaluate_homography(dataset, extractor, matcher, estimator))
+                from .geometry.estimators import HOMOGRAPHY_ESTIMATORS
+
+                new = evaluate_homography(dataset, extractor, matcher,
+                                          [e for e in estimators if e in HOMOGRAPHY_ESTIMATORS]
+                                          or ["ransac"])
             elif benchmark == "pose":
                 from .evaluation.pose import evaluate_pose
 
                 extractor = load_extractor(args.features, **{**extractor_conf, "resize": None}
                                            ).to(device)
-                results.append(evaluate_pose(dataset, extractor, matcher, estimators,
-                                             seeds=range(args.seeds)))
+                new = [evaluate_pose(dataset, extractor, matcher, estimators,
+                                     seeds=range(args.seeds))]
             else:
                 from .evaluation.reconstruction import evaluate_reconstruction
                 from .pipeline import SfMConfig
 
                 config = SfMConfig(features=args.features, matcher=args.matcher,
-                                   resize=args.resize or None, matcher_conf=matcher_conf,
+                                   resize=resize or None, matcher_conf=matcher_conf,
                                    extractor_conf=extractor_conf)
                 work = args.output / f"sfm_{dataset}_{tag}".replace("+", "_")
-                results.append(evaluate_reconstruction(dataset, config, work))
-            results[-1]["method"] = tag
-            results[-1]["conf"] = {"features": args.features, "matcher": args.matcher,
-                                   "extractor_conf": extractor_conf, "matcher_conf": matcher_conf,
-                                   "resize": args.resize}
-            print(format_table([results[-1]]), flush=True)
+                new = [evaluate_reconstruction(dataset, config, work)]
+            for result in new:
+                result["method"] = tag
+                result["conf"] = {"features": args.features, "matcher": args.matcher,
+                                  "extractor_conf": extractor_conf, "matcher_conf": matcher_conf,
+                                  "resize": resize}
+            results += new
+            print(format_table(new), flush=True)
     path = args.output / f"eval_{args.benchmark}_{tag}.json".replace("+", "_")
     path.write_text(json.dumps(results, indent=1, default=str))
     print(f"results written to {path}", file=sys.stderr)

@@ -7,6 +7,7 @@ reported in the stage's `StageReport` and skipped; it never stops the run.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import json
 import time
 from collections import OrderedDict
@@ -38,15 +39,57 @@ class StageReport:
         return text + "".join(f"\n    skipped {name}: {why}" for name, why in self.failed.items())
 
 
+class OutputMismatchError(ValueError):
+    """An output file holds results of another model or other settings than this run's."""
+
+
+def model_record(name: str, model) -> dict:
+    """What made a file's contents: the model's name and the options that change results."""
+    neutral = set(getattr(model, "result_neutral_options", ()))
+    conf = {k: v for k, v in model.conf.items() if k not in neutral}
+    return json.loads(json.dumps({"name": name, "conf": conf}, sort_keys=True, default=str))
+
+
+def check_model_record(store, key: str, record: dict | None, what: str, option: str) -> None:
+    """Refuse to mix results of different models / settings in one output file; a new file
+    remembers its record (files made by other tools carry none and are accepted)."""
+    if record is None:
+        return
+    stored = store.file.attrs.get(key)
+    if stored is None:
+        if len(store.file) == 0:
+            store.file.attrs[key] = json.dumps(record, sort_keys=True)
+            store.file.flush()
+        return
+    previous = json.loads(stored)
+    if previous == record:
+        return
+    if previous.get("name") != record["name"]:
+        was, now = previous.get("name"), record["name"]
+    else:
+        old, new = previous.get("conf", {}), record["conf"]
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        was = ", ".join(f"{k}={old.get(k)!r}" for k in keys)
+        now = ", ".join(f"{k}={new.get(k)!r}" for k in keys)
+    raise OutputMismatchError(
+        f"{store.path} already holds {what} made with {was}, and this run asks for {now}; "
+        f"mixing them in one file would be silently wrong. Use another output file or "
+        f"folder, or the same {option} as before.")
+
+
 def extract_features(image_dir: str | Path, names: Sequence[str], features_path: str | Path,
                      extractor: Callable[[Any], Features], as_half: bool = False,
-                     progress: bool = True, log: Callable[[str], None] | None = None
-                     ) -> StageReport:
-    """Extract features of `names` (relative to image_dir) into features_path (hloc layout)."""
+                     progress: bool = True, log: Callable[[str], None] | None = None,
+                     record: dict | None = None) -> StageReport:
+    """Extract features of `names` (relative to image_dir) into features_path (hloc layout).
+
+    record: `model_record` of the extractor; a file made with another one is refused."""
     report = StageReport("extract")
     start = time.perf_counter()
     image_dir = Path(image_dir)
     with FeatureStore(features_path) as store:
+        check_model_record(store, "matchlab_extractor", record, "features",
+                           "--features / extractor options")
         todo = [n for n in names if n not in store]
         report.already = len(names) - len(todo)
         for name in tqdm(todo, desc="extract", unit="img", disable=not progress):
@@ -83,7 +126,7 @@ class _FeatureCache:
 def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                 matches_path: str | Path, matcher: Callable[[Features, Features], Any],
                 progress: bool = True, batch_size: int = 8, as_half: bool = False,
-                device=None) -> StageReport:
+                device=None, record: dict | None = None) -> StageReport:
     """Match every pair into matches_path; pairs naming an image absent from features_path
     raise KeyError listing them before any work is done.
 
@@ -94,6 +137,8 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
     report = StageReport("match")
     start = time.perf_counter()
     with FeatureStore(features_path, "r") as features, MatchStore(matches_path) as store:
+        check_model_record(store, "matchlab_matcher", record, "matches",
+                           "--matcher / matcher options")
         known = set(features.names())
         missing = sorted({n for pair in pairs for n in pair if n not in known})
         if missing:
@@ -178,7 +223,8 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     from .registry import load_extractor, load_matcher
     from .retrieval.pairs import write_pairs_file
     from .retrieval.select import select_pairs
-    from .sfm import create_database, export_model, model_summary, reconstruct, verify
+    from .sfm import (create_database, drop_weak_images, export_model, model_summary,
+                      reconstruct, verify)
 
     import pycolmap
 
@@ -204,7 +250,8 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
         extractor, matcher = extractor.to(device), matcher.to(device)
     candidates = [n for n in names if n not in skipped]
     reports.append(extract_features(image_dir, candidates, output_dir / "features.h5",
-                                    extractor, progress=progress, log=log))
+                                    extractor, progress=progress, log=log,
+                                    record=model_record(config.features, extractor)))
     skipped.update(reports[-1].failed)
     good = [n for n in names if n not in skipped]
     if len(good) < 2:
@@ -214,7 +261,8 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
                          global_descriptor=config.global_descriptor, progress=progress)
     write_pairs_file(output_dir / "pairs.txt", pairs)
     reports.append(match_pairs(pairs, output_dir / "features.h5", output_dir / "matches.h5",
-                               matcher, progress=progress, device=device))
+                               matcher, progress=progress, device=device,
+                               record=model_record(config.matcher, matcher)))
 
     start = time.perf_counter()
     with FeatureStore(output_dir / "features.h5", "r") as features:
@@ -241,8 +289,13 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
         if retry.num_reg_images() > rec.num_reg_images():
             rec = retry
             export_model(rec, output_dir)
+        shutil.rmtree(output_dir / "retry", ignore_errors=True)
+    dropped = drop_weak_images(rec)
+    if dropped:
+        export_model(rec, output_dir)
     reports.append(StageReport("map", done=1, seconds=time.perf_counter() - start))
     summary = model_summary(rec, good)
+    summary["dropped"] = dropped
     summary["skipped"] = skipped
     summary["config"] = asdict(config)
     summary["stages"] = [asdict(r) for r in reports]
@@ -274,7 +327,9 @@ def format_summary(summary: dict) -> str:
         ("3D points", summary["num_points3D"]),
         ("mean track length", f"{summary['mean_track_length']:.2f}"),
         ("mean reprojection error", f"{summary['mean_reprojection_error']:.3f} px"),
-        ("not registered", ", ".join(summary["unregistered"]) or "-"),
+        ("not registered", ", ".join(
+            n + (" (dropped: too few 3D points)" if n in summary.get("dropped", {}) else "")
+            for n in summary["unregistered"]) or "-"),
         ("skipped", ", ".join(f"{k} ({v})" for k, v in summary.get("skipped", {}).items()) or "-"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -20,6 +20,8 @@ EXTRACTORS: dict[str, str] = {
 MATCHERS: dict[str, str] = {
     "nn": "matchlab.matchers.nearest:NearestNeighbor",
     "superglue": "matchlab.matchers.superglue:SuperGlue",
+    "lightglue": "matchlab.matchers.lightglue:LightGlue",
+    "affineglue": "matchlab.matchers.affineglue:AffineGlue",
 }
 
 KINDS = {"extractor": EXTRACTORS, "matcher": MATCHERS}

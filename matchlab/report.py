@@ -60,29 +60,41 @@ def plot_pairs(image_dir: str | Path, plots_dir: str | Path, pairs: Sequence[tup
 
 
 def draw_top_view(rec, size: int = 640) -> np.ndarray:
-    """BGR image of the sparse model seen from above its cameras: points (grey), camera
-    centres (red). The view plane is spanned by the two main axes of the camera centres and
-    points (PCA), robust to outliers (1st-99th percentile box)."""
-    points = np.array([p.xyz for p in rec.points3D.values()]) if rec.num_points3D() else np.zeros((0, 3))
-    centres = np.array([im.projection_center() for im in rec.images.values() if im.has_pose])
-    allxyz = np.concatenate([points, centres]) if len(points) else centres
+    """BGR image of the sparse model seen from above: points grey, camera centres red.
+
+    "Up" is the mean of the cameras' upward axes (photos are mostly taken upright), so the
+    view looks down on the scene; the frame holds the cameras and the central 98 % of the
+    points at equal scale on both axes."""
+    images = [im for im in rec.images.values() if im.has_pose]
     canvas = np.full((size, size, 3), 255, np.uint8)
-    if len(allxyz) < 2:
+    if not images:
         return canvas
-    mean = allxyz.mean(0)
-    _, _, vt = np.linalg.svd(allxyz - mean, full_matrices=False)
-    project = lambda xyz: (xyz - mean) @ vt[:2].T  # noqa: E731
-    flat = project(allxyz)
-    low, high = np.percentile(flat, 1, axis=0), np.percentile(flat, 99, axis=0)
+    rotations = np.stack([np.asarray(im.cam_from_world().rotation.matrix()) for im in images])
+    centres = np.stack([im.projection_center() for im in images])
+    points = (np.array([p.xyz for p in rec.points3D.values()]) if rec.num_points3D()
+              else np.zeros((0, 3)))
+    up = -rotations[:, 1, :].mean(0)  # camera y points down in the image
+    right = rotations[:, 0, :].mean(0)
+    up /= max(np.linalg.norm(up), 1e-12)
+    right -= up * (right @ up)
+    right /= max(np.linalg.norm(right), 1e-12)
+    forward = np.cross(up, right)
+    axes = np.stack([right, -forward])  # image x = right, image y = towards the cameras
+    flat_c = centres @ axes.T
+    flat_p = points @ axes.T
+    box = flat_c if not len(flat_p) else np.concatenate(
+        [flat_c, np.percentile(flat_p, [1, 99], axis=0)])
+    low, high = box.min(0), box.max(0)
     scale = (size - 40) / max(float(np.max(high - low)), 1e-9)
+    offset = (size - (high - low) * scale) / 2
 
     def pixels(xy):
-        return np.round((xy - low) * scale + 20).astype(int)
+        return np.round((xy - low) * scale + offset).astype(int)
 
-    for x, y in pixels(project(points)) if len(points) else []:
+    for x, y in pixels(flat_p):
         if 0 <= x < size and 0 <= y < size:
             canvas[y, x] = (110, 110, 110)
-    for x, y in pixels(project(centres)):
+    for x, y in pixels(flat_c):
         cv2.circle(canvas, (int(x), int(y)), 5, (0, 0, 220), -1, cv2.LINE_AA)
     return canvas
 
@@ -114,7 +126,9 @@ def write_report(output_dir: str | Path, summary: dict, plots: Sequence[Path],
         "</table><h2>Images left out</h2><table>",
         *[f"<tr><td>{esc(n)}</td><td>skipped: {esc(why)}</td></tr>"
           for n, why in summary.get("skipped", {}).items()],
-        *[f"<tr><td>{esc(n)}</td><td>not registered</td></tr>" for n in summary.get("unregistered", [])],
+        *[f"<tr><td>{esc(n)}</td><td>not registered"
+          f"{': ' + esc(summary.get('dropped', {})[n]) if n in summary.get('dropped', {}) else ''}"
+          f"</td></tr>" for n in summary.get("unregistered", [])],
         "</table>",
     ]
     if top_view is not None:

@@ -93,7 +93,7 @@ def test_malformed_line_names_line_number(tmp_path, line, message):
     path.write_text(f"a.jpg b.jpg\n\n{line}\nc.jpg d.jpg\n")
     with pytest.raises(PairsFileError, match=message) as info:
         read_pairs_file(path)
-    assert f"{path}:3:" in str(info.value)
+    assert f"{path} line 3:" in str(info.value)
 
 
 def test_write_rejects_unrepresentable_names(tmp_path):

@@ -112,24 +112,32 @@ def _median_errors(noise_px, outliers, weights_fn, n=200, seeds=range(20), **kw)
 
 def test_w8pt_degrades_gracefully_with_noise():
     """Median over 20 scenes of max(rotation, translation) error, 200 matches. Measured:
-    0.5 px 0.15 deg, 1 px 0.30, 2 px 0.59 (about linear in the noise)."""
+    0.5 px 0.16 deg, 1 px 0.33, 2 px 0.71 (about linear in the noise; max 0.48 / 0.95 / 1.9)."""
     ones = lambda bad: torch.ones(len(bad), dtype=F64)  # noqa: E731
-    med = {s: _median_errors(s, 0.0, ones)[0] for s in (0.5, 1.0, 2.0)}
-    assert med[0.5] < 0.3 and med[1.0] < 0.6 and med[2.0] < 1.2, med
-    assert med[0.5] < med[1.0] < med[2.0], med
+    med = {s: _median_errors(s, 0.0, ones) for s in (0.5, 1.0, 2.0)}
+    assert med[0.5][0] < 0.25 and med[1.0][0] < 0.5 and med[2.0][0] < 1.0, med
+    assert med[2.0][1] < 3.0, med
+    assert med[0.5][0] < med[1.0][0] < med[2.0][0], med
 
 
-def test_confidences_and_irls_handle_outliers():
-    """1 px noise + 20 % outliers, 200 matches, median / max over 20 scenes. Measured:
-    unweighted 8-point median ~20 deg (useless); outliers at confidence 0.05 vs inliers
-    0.9: median 0.35; uniform confidences + 5 Cauchy IRLS steps: median 0.33."""
+def test_confidences_and_irls_against_outliers():
+    """1 px noise, outliers anywhere in the image, 200 matches, 20 scenes (median / mean / max
+    of max(rot, trans) error, deg). Measured:
+    - 10 % outliers: unweighted 8-point 45 / 47 / 86 (useless); outliers at confidence 0.05
+      vs inliers 0.9: 0.54 / 0.86 / 3.5; uniform confidences + 10 Cauchy IRLS steps at 5 px:
+      0.44 / 10 / 81 (helps on most scenes, 2 of 20 stay lost);
+    - 20 % outliers: unweighted 50 / 53 / 89; weighted 0.99 / 1.8 / 7.6; IRLS does not recover
+      from the bad unweighted start (44 / 41 / 87).
+    So the confidences are what makes w8pt usable; IRLS is an option, not a fix."""
     ones = lambda bad: torch.ones(len(bad), dtype=F64)  # noqa: E731
     conf = lambda bad: torch.where(bad, 0.05, 0.9).to(F64)  # noqa: E731
-    plain = _median_errors(1.0, 0.2, ones)[0]
-    weighted = _median_errors(1.0, 0.2, conf)[0]
-    irls = _median_errors(1.0, 0.2, ones, irls_iterations=5, irls_scale=2.0 / FOCAL)[0]
-    assert plain > 5.0, plain
-    assert weighted < 1.0 and irls < 1.0, (weighted, irls)
+    plain10, weighted10 = _median_errors(1.0, 0.1, ones), _median_errors(1.0, 0.1, conf)
+    irls10 = _median_errors(1.0, 0.1, ones, irls_iterations=10, irls_scale=5.0 / FOCAL)
+    weighted20 = _median_errors(1.0, 0.2, conf)
+    assert plain10[0] > 10.0, plain10
+    assert weighted10[0] < 0.8 and weighted10[1] < 6.0, weighted10
+    assert irls10[0] < 0.8, irls10
+    assert weighted20[0] < 1.5 and weighted20[1] < 12.0, weighted20
 
 
 # ------------------------------------------------------------------ input errors

@@ -5,10 +5,13 @@ For each image pair with a ground-truth homography H (x1 ~ H x0):
 - homography accuracy: a robust estimate from the matches, scored by the mean distance
   between the image-0 corners mapped by the estimate and by H (LightGlue's HPatches
   protocol); AUC of that corner error at 1 / 3 / 5 px (failures count as infinite error).
+Features are extracted once per image and matched once per pair; every estimator in
+`estimators` runs on the same matches.
 """
 from __future__ import annotations
 
 import time
+from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -18,38 +21,52 @@ from ..geometry.homography import corner_error, reprojection_errors
 from .metrics import error_auc
 
 
-def evaluate_homography(dataset: str, extractor, matcher, estimator: str = "ransac",
+def evaluate_homography(dataset: str, extractor, matcher, estimators: Sequence[str] = ("ransac",),
                         ransac_px: float = 3.0, precision_px: float = 3.0,
-                        thresholds_px=(1, 3, 5), seed: int = 0, progress: bool = True) -> dict:
-    """Run `extractor` + `matcher` over every pair of `dataset`; returns per-pair rows and means."""
+                        thresholds_px=(1, 3, 5), seed: int = 0, progress: bool = True) -> list[dict]:
+    """Run `extractor` + `matcher` over every pair of `dataset`; one result dict per estimator
+    (precision, mean matches, auc@Xpx as fractions, times, per-pair rows)."""
     from ..datasets.readers import homography_pairs
 
-    estimate = HOMOGRAPHY_ESTIMATORS[estimator]
+    unknown = [e for e in estimators if e not in HOMOGRAPHY_ESTIMATORS]
+    if unknown:
+        raise ValueError(f"unknown homography estimator(s) {unknown}; available: "
+                         f"{', '.join(HOMOGRAPHY_ESTIMATORS)}")
+    cache: dict = {}
+
+    def features(path):
+        if path not in cache:
+            cache[path] = extractor(path)
+        return cache[path]
+
     rows = []
     for pair in tqdm(homography_pairs(dataset), desc=f"homography {dataset}", disable=not progress):
-        start = time.perf_counter()
-        feats0, feats1 = extractor(pair.image0), extractor(pair.image1)
-        t_extract = time.perf_counter() - start
+        feats0, feats1 = features(pair.image0), features(pair.image1)
         start = time.perf_counter()
         idx = matcher(feats0, feats1).pairs().numpy()
         t_match = time.perf_counter() - start
         points0 = feats0.keypoints.numpy()[idx[:, 0]].astype(np.float64)
         points1 = feats1.keypoints.numpy()[idx[:, 1]].astype(np.float64)
         errors = reprojection_errors(pair.H, points0, points1)
-        H_est = estimate(points0, points1, ransac_px, seed=seed)
-        corner = np.inf if H_est is None else corner_error(H_est, pair.H, feats0.image_size)
-        rows.append({
-            "pair": f"{pair.image0.name} -> {pair.image1.name}" if hasattr(pair.image0, "name") else str(pair.image0),
-            "matches": int(len(idx)),
-            "precision": float((errors < precision_px).mean()) if len(idx) else 0.0,
-            "corner_error_px": float(corner),
-            "time_extract_s": t_extract, "time_match_s": t_match,
+        row = {"pair": f"{pair.image0.name} -> {pair.image1.name}", "matches": int(len(idx)),
+               "precision": float((errors < precision_px).mean()) if len(idx) else 0.0,
+               "time_match_s": t_match, "corner_error_px": {}, "time_estimate_s": {}}
+        for name in estimators:
+            start = time.perf_counter()
+            H_est = HOMOGRAPHY_ESTIMATORS[name](points0, points1, ransac_px, seed=seed)
+            row["time_estimate_s"][name] = time.perf_counter() - start
+            row["corner_error_px"][name] = (np.inf if H_est is None else
+                                            corner_error(H_est, pair.H, feats0.image_size))
+        rows.append(row)
+    results = []
+    for name in estimators:
+        aucs = error_auc([r["corner_error_px"][name] for r in rows], thresholds_px)
+        results.append({
+            "benchmark": "homography", "dataset": dataset, "estimator": name, "pairs": rows,
+            f"precision@{precision_px:g}px": float(np.mean([r["precision"] for r in rows])),
+            "matches": float(np.mean([r["matches"] for r in rows])),
+            **{f"auc@{t:g}px": a for t, a in zip(thresholds_px, aucs)},
+            "time_match_s": float(np.mean([r["time_match_s"] for r in rows])),
+            "time_estimate_s": float(np.mean([r["time_estimate_s"][name] for r in rows])),
         })
-    aucs = error_auc([r["corner_error_px"] for r in rows], thresholds_px)
-    return {
-        "dataset": dataset, "estimator": estimator, "pairs": rows,
-        f"precision@{precision_px:g}px": float(np.mean([r["precision"] for r in rows])),
-        "matches": float(np.mean([r["matches"] for r in rows])),
-        **{f"auc@{t:g}px": a for t, a in zip(thresholds_px, aucs)},
-        "time_match_s": float(np.mean([r["time_match_s"] for r in rows])),
-    }
+    return results

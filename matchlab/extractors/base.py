@@ -32,8 +32,30 @@ class Extractor(Configurable):
     default_conf: ClassVar[dict[str, Any]] = {
         "resize": 1024,  # long side in px (int), exact (w, h), or None to keep the size
         "max_keypoints": 2048,  # keep at most this many, best scores first (None: all)
+        # affine frames (matchlab.extractors.frames): None (the detector's own, if any),
+        # "affnet" (AffNet shape + OriNet orientation) or "affnet-upright" (AffNet only)
+        "lafs": None,
+        "laf_scale": None,  # frame radius: px (fixed), "log" (scale selection), None: auto
     }
     grayscale: ClassVar[bool] = True
+
+    def __init__(self, **conf: Any) -> None:
+        super().__init__(**conf)
+        frames = None  # AffNet / OriNet weights load only when frames are asked for
+        if self.conf["lafs"] is not None:
+            from .frames import AffineFrames
+            frames = AffineFrames(self.conf["lafs"], self.conf["laf_scale"])
+        # kept outside the module tree, so the extractor's state_dict stays its checkpoint's
+        self.__dict__["_frames"] = frames
+
+    def _add_frames(self, batch: Tensor, outs: list[dict[str, Tensor]]) -> None:
+        """In place: each output's "lafs" from AffineFrames on the resized image."""
+        from .frames import to_gray
+
+        frames = self.__dict__["_frames"].to(batch.device)
+        gray = to_gray(batch)
+        for j, out in enumerate(outs):
+            out["lafs"] = frames(gray[j:j + 1], out["keypoints"], out.get("lafs"))
 
     def detect(self, images: Tensor) -> list[dict[str, Tensor]]:
         raise NotImplementedError
@@ -60,7 +82,10 @@ class Extractor(Configurable):
             groups.setdefault(size, []).append(i)
         for size, idx in groups.items():
             batch = torch.stack([resize_image(tensors[i], size) for i in idx]).to(self.device)
-            for i, out in zip(idx, self.detect(batch)):
+            outs = self.detect(batch)
+            if self.conf["lafs"] is not None:
+                self._add_frames(batch, outs)
+            for i, out in zip(idx, outs):
                 scale = (sizes[i][0] / size[0], sizes[i][1] / size[1])
                 lafs = out.get("lafs")
                 results[i] = Features(

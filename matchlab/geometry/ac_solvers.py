@@ -264,6 +264,13 @@ def _hartley(p: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1]])
 
 
+def _pad9(rows: np.ndarray) -> np.ndarray:
+    """At least 9 rows (zero rows added), so a thin SVD still gives all 9 right vectors."""
+    if len(rows) >= 9:
+        return rows
+    return np.concatenate([rows, np.zeros((9 - len(rows), rows.shape[1]))], 0)
+
+
 def homography_dlt(p0: np.ndarray, p1: np.ndarray, weights: np.ndarray | None = None
                    ) -> np.ndarray | None:
     """Normalised (weighted) DLT homography [3, 3] (H[2, 2] = 1 where possible) from >= 4
@@ -281,7 +288,7 @@ def homography_dlt(p0: np.ndarray, p1: np.ndarray, weights: np.ndarray | None = 
     rows = np.concatenate([np.concatenate([z, -a, b[:, 1:2] * a], 1),
                            np.concatenate([a, z, -b[:, 0:1] * a], 1)], 0)
     rows *= np.sqrt(np.concatenate([w, w]))[:, None]
-    _, s, vh = np.linalg.svd(rows, full_matrices=True)  # vh [9, 9] even for 4 points
+    _, s, vh = np.linalg.svd(_pad9(rows), full_matrices=False)
     if s[7] <= 1e-10 * s[0]:  # a null space of dimension > 1: collinear / repeated points
         return None
     Hn = vh[-1].reshape(3, 3)
@@ -305,7 +312,7 @@ def essential_8pt(p0: np.ndarray, p1: np.ndarray, weights: np.ndarray | None = N
     T0, T1 = _hartley(p0, w), _hartley(p1, w)
     a, b = homogeneous(p0) @ T0.T, homogeneous(p1) @ T1.T
     rows = (b[:, :, None] * a[:, None, :]).reshape(-1, 9) * np.sqrt(w)[:, None]
-    _, s, vh = np.linalg.svd(rows, full_matrices=True)
+    _, s, vh = np.linalg.svd(_pad9(rows), full_matrices=False)
     if s[7] <= 1e-10 * s[0]:
         return None
     F = T1.T @ vh[-1].reshape(3, 3) @ T0

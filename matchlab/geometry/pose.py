@@ -417,7 +417,7 @@ def bundle_adjust_two_view(x0: Tensor, x1: Tensor, R: Tensor, t: Tensor,
     for _ in range(int(iterations)):
         wj = w[..., None, None]
         A0 = wj * J0                                                      # d r0 / d Y  [B, M, 2, 3]
-        A1 = wj * (J1 @ R)                                                # d r1 / d Y
+        A1 = wj * (J1 @ R[:, None])                                       # d r1 / d Y
         Bt = _sphere_basis(t)
         P = torch.cat([-(J1 @ skew(p1 - t[:, None])), J1 @ Bt[:, None]], -1) * wj  # d r1 / d pose [B, M, 2, 5]
         Hpp = (P.transpose(-2, -1) @ P).sum(1)                            # [B, 5, 5]

@@ -110,7 +110,7 @@ def _reported_inliers(x0, x1, R, t, in_front, threshold: float) -> np.ndarray:
 
     from .pose import essential_from_pose, symmetric_epipolar_distance
 
-    E = essential_from_pose(R[None], t[None])
+    E = essential_from_pose(torch.from_numpy(R)[None], torch.from_numpy(t)[None])
     d = symmetric_epipolar_distance(E, torch.from_numpy(x0)[None], torch.from_numpy(x1)[None])[0]
     return (d <= threshold).numpy() & np.asarray(in_front, dtype=bool)
 

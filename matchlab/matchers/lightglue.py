@@ -678,3 +678,31 @@ def _ffn_update(x: Tensor, hidden: Tensor, ctx: Tensor, w_msg: Tensor, ln_w: Ten
     if h.dtype == torch.float32:
         return x.addmm_(h, w_out).add_(b_out)
     return x.add_(torch.addmm(b_out.to(h.dtype), h, w_out).float())
+
+
+def match_rotated_images(extractor, matcher, image0, image1, rotations: Sequence[int] = (0, 90, 180, 270)
+                         ) -> tuple[Features, Features, Matches]:
+    """Rotation robustness for descriptors that are not rotation invariant (maintainers'
+    advice, cvg/LightGlue #18, #64): image 1 is rotated by each angle (degrees, clockwise),
+    features are extracted from each rotated copy and matched against image 0 (in one
+    ``match_batch`` when the matcher has it, sharing image 0's work), and the rotation with
+    the most matches is kept. Returns (feats0, feats1, matches) with feats1's keypoints and
+    LAFs mapped back to the frame of the unrotated image 1; ``matches.extras["rotation"]``
+    is the kept angle. Any extractor / matcher pair works.
+    """
+    from ..images import to_tensor
+
+    angles = [int(r) % 360 for r in rotations]
+    if not angles or any(r not in (0, 90, 180, 270) for r in angles):
+        raise ValueError(f"rotations must be multiples of 90 degrees, got {list(rotations)}")
+    feats0 = extractor(image0)
+    img1 = to_tensor(image1, grayscale=False)
+    feats1 = [extractor(torch.rot90(img1, -r // 90, dims=(1, 2))) for r in angles]  # k < 0: clockwise
+    pairs = [(feats0, f) for f in feats1]
+    results = (matcher.match_batch(pairs) if hasattr(matcher, "match_batch")
+               else [matcher(a, b) for a, b in pairs])
+    best = max(range(len(angles)), key=lambda i: (len(results[i]), -i))
+    matches = results[best]
+    matches.extras["rotation"] = angles[best]
+    matches.extras["matches_per_rotation"] = {a: len(m) for a, m in zip(angles, results)}
+    return feats0, rotate_features(feats1[best], (360 - angles[best]) % 360), matches

@@ -375,8 +375,14 @@ class SuperGlue(Configurable):
         return self.match_batch([(feats0, feats1)])[0]
 
     @torch.inference_mode()
-    def match_batch(self, pairs: Sequence[tuple[Features, Features]]) -> list[Matches]:
+    def match_batch(self, pairs: Sequence[tuple[Features, Features]], top_k: int | None = None
+                    ) -> list[Matches]:
         """Match several pairs in one padded pass through the network.
+
+        top_k: also return, in extras "candidates" [N0, k] (indices into image 1, -1 where
+        none) and "candidate_scores" [N0, k] (exp of the log-assignment, decreasing along each
+        row), the k best columns of each row of the log-assignment (one-to-many pools, as
+        LightGlue's `top_k`; used by AffineGlue).
 
         Tokens are padded to the largest keypoint count on each side and padded keys are
         masked in every attention, so each pair's result equals its result alone (up to
@@ -430,7 +436,12 @@ class SuperGlue(Configurable):
                 scores = md0 @ md1.t()                                    # [n0, n1] float32
                 u, v = log_optimal_transport(scores, alpha, iters)
                 m0, s0, m1, s1 = extract_matches(scores, u, v, float(self.conf["match_threshold"]))
-                results[i] = Matches(m0.cpu(), s0.cpu(), extras={"matches1": m1.cpu(), "scores1": s1.cpu()})
+                extras = {"matches1": m1.cpu(), "scores1": s1.cpu()}
+                if top_k:  # extract_matches left the log-assignment in `scores`
+                    best = scores.topk(min(int(top_k), n1s[row]), dim=1)
+                    extras["candidates"] = best.indices.cpu()
+                    extras["candidate_scores"] = best.values.exp().clamp(0, 1).cpu()
+                results[i] = Matches(m0.cpu(), s0.cpu(), extras=extras)
         return results  # type: ignore[return-value]
 
     def extra_repr(self) -> str:

@@ -143,8 +143,10 @@ def format_pairs_line(a: str, b: str) -> str:
     return f"{a} {b}"
 
 
-def read_pairs_file(path: str | os.PathLike) -> list[Pair]:
-    """Read a pairs file (format in the module docstring). Order and repeats are kept."""
+def read_pairs_file(path: str | os.PathLike, with_lines: bool = False) -> list:
+    """Read a pairs file (format in the module docstring). Order and repeats are kept.
+
+    with_lines: return (name0, name1, line number) triples instead of pairs."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pairs file not found: {path}")
@@ -154,9 +156,9 @@ def read_pairs_file(path: str | os.PathLike) -> list[Pair]:
             try:
                 pair = parse_pairs_line(line)
             except ValueError as e:
-                raise PairsFileError(f"{path}:{lineno}: {e}: {line.rstrip(chr(10))!r}") from None
+                raise PairsFileError(f"{path} line {lineno}: {e}: {line.rstrip(chr(10))!r}") from None
             if pair is not None:
-                pairs.append(pair)
+                pairs.append((*pair, lineno) if with_lines else pair)
     return pairs
 
 

@@ -12,9 +12,10 @@ from .database import (CAMERA_MODES, DEFAULT_VERIFICATION_OPTIONS, DatabaseError
                        create_database, read_image_ids, verify)
 from .options import OptionsError, apply_options
 from .reconstruction import (MAPPERS, ReconstructionError, align_and_compare, camera_centres,
+                             drop_weak_images,
                              export_model, model_summary, read_model, reconstruct)
 
 __all__ = ["CAMERA_MODES", "DEFAULT_VERIFICATION_OPTIONS", "MAPPERS", "DatabaseError",
            "OptionsError", "ReconstructionError", "create_database", "verify", "reconstruct",
            "export_model", "read_model", "model_summary", "camera_centres",
-           "align_and_compare", "apply_options", "read_image_ids"]
+           "align_and_compare", "apply_options", "read_image_ids", "drop_weak_images"]

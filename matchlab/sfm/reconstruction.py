@@ -255,3 +255,25 @@ def align_and_compare(rec, gt_centres: Mapping[str, Sequence[float]],
             result["median_rotation_error_deg"] = float(np.median(values))
             result["max_rotation_error_deg"] = float(np.max(values))
     return result
+
+
+def drop_weak_images(rec, min_points: int = 20, min_fraction: float = 0.1) -> dict[str, str]:
+    """Deregister images that see too few 3D points to be trusted; returns {name: why}.
+
+    An unrelated photo can pick up a few dozen spurious "verified" matches with every image
+    (an epipolar band catches random matches) and get registered on a handful of points. An
+    image seeing fewer than max(min_points, min_fraction x the median over registered images)
+    3D points is removed from `rec` (in place) with its observations.
+    """
+    images = _registered_images(rec)
+    if len(images) < 3:
+        return {}
+    counts = {im.image_id: im.num_points3D for im in images}
+    floor = max(min_points, min_fraction * float(np.median(list(counts.values()))))
+    dropped = {}
+    for im in images:
+        if counts[im.image_id] < floor:
+            dropped[im.name] = (f"registered on only {counts[im.image_id]} 3D points "
+                                f"(threshold {floor:.0f}); treated as a false registration")
+            rec.deregister_frame(im.frame_id)
+    return dropped

@@ -1,0 +1,128 @@
+"""AffineGlue measurements: affine-frame accuracy, and AffineGlue vs the RANSAC baselines.
+
+    python benchmarks/affineglue.py frames [--dataset oxford_graf] [--pairs 3] [--max-keypoints 512]
+    python benchmarks/affineglue.py homography [--datasets evd oxford_graf] [--base nn]
+    python benchmarks/affineglue.py pose [--datasets superglue_scannet_sample strecha_fountain_P11]
+
+frames: for each scale source (fixed radius vs scale selection), AffNet with / without OriNet,
+and SIFT's own frames, the affine correspondences A = A1 A0^-1 of ground-truth correspondences
+(keypoints within 2 px of H(x), mutual) are compared with the Jacobian J of the true homography
+at x: median relative error |A - J|_F / |J|_F, median |log2| scale-ratio error, median
+rotation error (deg), and the fraction of ACs within 20 % of J.
+
+homography / pose: the same features and candidate pools go to AffineGlue and, as one-to-one
+matches (the base matcher's own matches), to HOMOGRAPHY_ESTIMATORS / POSE_ESTIMATORS
+("ransac": OpenCV, "lo-ransac": pycolmap). Printed: AUC of the corner error at 1/3/5 px, or
+of the pose error at 1/2/5/10/20 deg, and the estimation time per pair (features and matching
+excluded, the same for all).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+if (SHARED / "weights").is_dir():
+    os.environ.setdefault("MATCHLAB_WEIGHTS_MIRROR", str(SHARED / "weights"))
+if (SHARED / "datasets").is_dir():
+    os.environ.setdefault("MATCHLAB_DATASETS_MIRROR", str(SHARED / "datasets"))
+
+
+# ---------------------------------------------------------------------------------- frames
+def gt_correspondences(H: np.ndarray, kp0: np.ndarray, kp1: np.ndarray, px: float = 2.0):
+    from matchlab.geometry.homography import warp_points
+
+    if len(kp0) == 0 or len(kp1) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    proj = warp_points(H, kp0)
+    d = np.linalg.norm(proj[:, None] - kp1[None], axis=2)
+    j = d.argmin(1)
+    back = warp_points(np.linalg.inv(H), kp1)
+    i_back = np.linalg.norm(back[:, None] - kp0[None], axis=2).argmin(1)
+    ok = (d[np.arange(len(kp0)), j] < px) & (i_back[j] == np.arange(len(kp0)))
+    return np.stack([np.nonzero(ok)[0], j[ok]], 1)
+
+
+def ac_errors(A: np.ndarray, J: np.ndarray) -> dict:
+    rel = np.linalg.norm(A - J, axis=(1, 2)) / np.linalg.norm(J, axis=(1, 2))
+    scale = np.abs(0.5 * np.log2(np.abs(np.linalg.det(A)) / np.abs(np.linalg.det(J))))
+    # rotation part of J^-1 A (identity when A == J)
+    D = np.linalg.solve(J, A)
+    ang = np.degrees(np.abs(np.arctan2(D[:, 1, 0] - D[:, 0, 1], D[:, 0, 0] + D[:, 1, 1])))
+    return {"n": len(A), "rel": float(np.median(rel)), "scale": float(np.median(scale)),
+            "rot": float(np.median(ang)), "ok20": float(np.mean(rel < 0.2))}
+
+
+def frames_benchmark(args) -> None:
+    from matchlab import load_extractor
+    from matchlab.datasets.readers import homography_pairs
+    from matchlab.extractors.frames import AffineFrames, to_gray
+    from matchlab.geometry.affine import affine_from_lafs, homography_jacobian
+    from matchlab.images import to_tensor
+
+    pairs = homography_pairs(args.dataset)[:args.pairs]
+    sp = load_extractor("superpoint", resize=None, max_keypoints=args.max_keypoints)
+    sift = load_extractor("sift", resize=None, max_keypoints=args.max_keypoints)
+    configs = [("superpoint", "affnet", 16.0), ("superpoint", "affnet", 32.0),
+               ("superpoint", "affnet", "log"), ("superpoint", "affnet-upright", 32.0),
+               ("superpoint", "affnet-upright", "log"), ("sift", None, None),
+               ("sift", "affnet", None)]
+    rows: dict[tuple, list] = {c: [] for c in configs}
+    frame_models = {}
+    timing: dict[tuple, float] = {}
+    for pair in pairs:
+        images = [pair.image0, pair.image1]
+        feats = {"superpoint": [sp(im) for im in images], "sift": [sift(im) for im in images]}
+        grays = [to_gray(to_tensor(im, True)[None]) for im in images]
+        for cfg in configs:
+            det, mode, scale = cfg
+            f0, f1 = feats[det]
+            if mode is None:
+                lafs = [f0.lafs, f1.lafs]
+            else:
+                key = (mode, scale)
+                if key not in frame_models:
+                    frame_models[key] = AffineFrames(mode, scale)
+                start = time.perf_counter()
+                lafs = [frame_models[key](g, f.keypoints, f.lafs) for g, f in zip(grays, (f0, f1))]
+                timing[cfg] = timing.get(cfg, 0) + (time.perf_counter() - start) / (len(f0) + len(f1))
+            kp0, kp1 = f0.keypoints.numpy(), f1.keypoints.numpy()
+            idx = gt_correspondences(pair.H, kp0, kp1)
+            A = affine_from_lafs(lafs[0].numpy()[idx[:, 0]], lafs[1].numpy()[idx[:, 1]])
+            J = homography_jacobian(pair.H, kp0[idx[:, 0]])
+            rows[cfg].append((pair.image1.name, ac_errors(A, J)))
+    print(f"\nAffine correspondences vs the true homography's Jacobian, {args.dataset} "
+          f"(median over GT correspondences; {args.max_keypoints} keypoints)")
+    names = [r[0] for r in rows[configs[0]]]
+    print(f"{'detector':<11} {'frames':<15} {'scale':<5} " + " ".join(f"{n:>24}" for n in names)
+          + f" {'ms/1k kp':>9}")
+    print(f"{'':<33} " + " ".join(f"{'n  rel  dscale  rot  ok20':>24}" for _ in names))
+    for cfg in configs:
+        det, mode, scale = cfg
+        cells = " ".join(f"{e['n']:>4} {e['rel']:.2f} {e['scale']:.2f} {e['rot']:5.1f} {e['ok20']:.2f}"
+                         .rjust(24) for _, e in rows[cfg])
+        ms = f"{1e6 * timing[cfg]:9.0f}" if cfg in timing else f"{'-':>9}"
+        print(f"{det:<11} {str(mode):<15} {str(scale):<5} {cells} {ms}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    fr = sub.add_parser("frames")
+    fr.add_argument("--dataset", default="oxford_graf")
+    fr.add_argument("--pairs", type=int, default=3)
+    fr.add_argument("--max-keypoints", type=int, default=512)
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(False)
+    {"frames": frames_benchmark}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

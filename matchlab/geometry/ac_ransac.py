@@ -1,0 +1,416 @@
+"""Robust estimation from one-to-many affine correspondences with guided matching
+(AffineGlue / StereoGlue's estimator, our implementation; numpy).
+
+Inputs: keypoints of both images, and for each source keypoint i a pool of k candidate
+destinations `candidates[i]` (indices into image 1, -1 = empty slot) with matcher scores and
+the affine correspondence of each (source, candidate) pair, `acs[i, j]` [2, 2] (pixels,
+dx1 = A dx0; see matchlab.geometry.affine).
+
+Algorithm:
+1. Hypotheses: every valid (source, candidate) AC, in order of decreasing candidate score
+   (ties broken by a seeded permutation), gives the models of a 1-AC minimal solver
+   (homography: 1AC + gravity or the AC's affinity; essential: 1AC + gravity), in batches.
+2. Scoring with guided matching (MSAC, a truncated quadratic): for a model, each source point
+   walks its pool in order and takes the FIRST candidate whose squared residual is below
+   thr^2; it contributes 1 - r^2 / thr^2, sources with no such candidate contribute 0.
+   (MSAC is the maximum-likelihood score under Gaussian inlier noise truncated at thr; it
+   replaces StereoGlue's MAGSAC++ marginalisation over sigma, which needs incomplete-gamma
+   tables; both reward low residuals and saturate at thr.)
+3. Local optimisation whenever the best score improves: iterated weighted least squares on
+   the guided inliers (DLT / 8-point) with the threshold shrinking from 4x to 1x (the
+   minimal model of a noisy AC is only roughly right; for essential matrices preceded by a
+   5-point RANSAC (OpenCV) on the pairs within 4x the threshold, because epipolar bands admit
+   many outliers at that width), then nested RANSAC: `lo_iterations` subsets of
+   7 x (solver size) guided inliers drawn from the seeded generator; the best model wins.
+4. Termination: after at least `min_hypotheses` ACs once the RANSAC bound for 1-AC samples,
+   log(1 - confidence) / log(1 - inlier ratio), is met, or after `max_hypotheses` ACs.
+5. Final least-squares refinement on the guided inliers of the best model (homography:
+   OpenCV's least squares + Levenberg-Marquardt on the transfer error; essential: 8-point
+   then pycolmap's Sampson-error refinement of (R, t)), kept only if it scores better.
+6. Output: the model and ONE-TO-ONE inlier matches: the guided inliers with duplicates on
+   the destination side resolved in favour of the smaller residual.
+Deterministic for a given seed.
+
+Residuals: homography, forward transfer error in image-1 pixels; essential, Sampson distance
+in normalised coordinates times the mean focal length (~pixels).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .ac_solvers import (
+    decompose_essential, essential_1ac_gravity, essential_8pt, essential_from_pose,
+    homography_1ac_affine, homography_1ac_gravity, homography_dlt, sampson_sq, transfer_sq)
+from .affine import default_intrinsics, gravity_rotation, normalize_affine
+
+
+@dataclass
+class ACRansacResult:
+    """model: H [3, 3] (pixels, x1 ~ H x0) or E [3, 3] (normalised coordinates);
+    R, t: relative pose (essential only; t unit, X1 = R X0 + t);
+    matches: [M, 2] int64 one-to-one inlier pairs (source index, destination index);
+    residuals: [M] residuals of those pairs in pixels; score: the MSAC score;
+    hypotheses: ACs tried; models: minimal models scored; lo_runs: local optimisations."""
+
+    model: np.ndarray
+    matches: np.ndarray
+    residuals: np.ndarray
+    score: float
+    R: np.ndarray | None = None
+    t: np.ndarray | None = None
+    hypotheses: int = 0
+    models: int = 0
+    lo_runs: int = 0
+    info: dict = field(default_factory=dict)
+
+
+def _sort_pools(candidates: np.ndarray, scores: np.ndarray | None, acs: np.ndarray):
+    """Pools with valid candidates first, by decreasing score within each row."""
+    candidates = np.asarray(candidates, dtype=np.int64)
+    if candidates.ndim == 1:
+        candidates = candidates[:, None]
+    n0, k = candidates.shape
+    acs = np.asarray(acs, dtype=np.float64).reshape(n0, k, 2, 2)
+    if scores is None:
+        scores = np.tile(-np.arange(k, dtype=np.float64), (n0, 1))  # keep the given order
+    scores = np.asarray(scores, dtype=np.float64).reshape(n0, k)
+    valid = (candidates >= 0) & np.isfinite(acs).all((2, 3)) & np.isfinite(scores)
+    key = np.where(valid, scores, -np.inf)
+    order = np.argsort(-key, axis=1, kind="stable")
+    take = lambda a: np.take_along_axis(a, order.reshape(order.shape + (1,) * (a.ndim - 2)), 1)
+    candidates = np.where(take(valid), take(candidates), -1)
+    return candidates, take(scores), take(acs), take(valid)
+
+
+class _Problem:
+    """What differs between homography and essential estimation."""
+
+    sample_size: int
+
+    def minimal(self, src: np.ndarray, slot: np.ndarray) -> np.ndarray: ...
+    def residuals(self, models: np.ndarray) -> np.ndarray: ...
+    def fit(self, src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None) -> np.ndarray | None: ...
+
+    def robust_fit(self, src: np.ndarray, dst: np.ndarray, thr_px: float) -> np.ndarray:
+        """Models [M, 3, 3] from a set that still holds outliers (none by default)."""
+        return np.zeros((0, 3, 3))
+
+
+class _HomographyProblem(_Problem):
+    sample_size = 4
+
+    def __init__(self, kpts0, kpts1, cand, acs, minimal, K0, K1, G0, G1):
+        self.x0, self.x1 = kpts0, kpts1
+        self.pool1 = np.where((cand >= 0)[..., None], kpts1[np.clip(cand, 0, None)], np.nan)
+        self.acs, self.minimal_kind = acs, minimal
+        self.K0, self.K1, self.G0, self.G1 = K0, K1, G0, G1
+        self.cand = cand
+
+    def minimal(self, src, slot):
+        p0 = self.x0[src]
+        p1 = self.pool1[src, slot]
+        A = self.acs[src, slot]
+        if self.minimal_kind == "affine":
+            H, _ = homography_1ac_affine(p0, p1, A)
+            return H
+        K0i = np.linalg.inv(self.K0)
+        n0 = (p0 - self.K0[:2, 2]) / self.K0[[0, 1], [0, 1]]
+        n1 = (p1 - self.K1[:2, 2]) / self.K1[[0, 1], [0, 1]]
+        Hn, _ = homography_1ac_gravity(n0, n1, normalize_affine(A, self.K0, self.K1), self.G0, self.G1)
+        return self.K1[None] @ Hn @ K0i[None]
+
+    def residuals(self, models):
+        return transfer_sq(models, self.x0[:, None, :], self.pool1)
+
+    def fit(self, src, dst, weights):
+        return homography_dlt(self.x0[src], self.x1[dst], weights)
+
+
+class _EssentialProblem(_Problem):
+    sample_size = 8
+
+    def __init__(self, kpts0, kpts1, cand, acs, K0, K1, G0, G1):
+        self.n0 = (kpts0 - K0[:2, 2]) / K0[[0, 1], [0, 1]]
+        self.n1 = (kpts1 - K1[:2, 2]) / K1[[0, 1], [0, 1]]
+        self.pool1 = np.where((cand >= 0)[..., None], self.n1[np.clip(cand, 0, None)], np.nan)
+        self.acs = normalize_affine(acs, K0, K1)
+        self.G0, self.G1 = G0, G1
+        self.f = float(np.mean([K0[0, 0], K0[1, 1], K1[0, 0], K1[1, 1]]))
+
+    def minimal(self, src, slot):
+        R, t, _ = essential_1ac_gravity(self.n0[src], self.pool1[src, slot], self.acs[src, slot],
+                                        self.G0, self.G1)
+        return essential_from_pose(R, t)
+
+    def residuals(self, models):
+        return sampson_sq(models, self.n0[:, None, :], self.pool1) * self.f ** 2
+
+    def fit(self, src, dst, weights):
+        return essential_8pt(self.n0[src], self.n1[dst], weights)
+
+    def robust_fit(self, src, dst, thr_px):
+        # epipolar bands let many outliers through a loose threshold: 5-point RANSAC (OpenCV;
+        # its sampler has a fixed internal seed, so this is deterministic for a given input)
+        if len(src) < 5:
+            return np.zeros((0, 3, 3))
+        E, _ = cv2.findEssentialMat(self.n0[src], self.n1[dst], np.eye(3), method=cv2.RANSAC,
+                                    prob=0.999, threshold=thr_px / self.f, maxIters=200)
+        if E is None or E.shape[1] != 3:
+            return np.zeros((0, 3, 3))
+        return E.reshape(-1, 3, 3)
+
+
+def _guided(r: np.ndarray, thr2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Guided matching of residuals [M, N0, k] (NaN = empty): per model and source, the first
+    pool slot under thr2. Returns (score [M], slot [M, N0] (-1 none), residual [M, N0])."""
+    r = np.where(np.isnan(r), np.inf, r)
+    inl = r < thr2
+    has = inl.any(2)
+    slot = inl.argmax(2)
+    rf = np.take_along_axis(r, slot[..., None], 2)[..., 0]
+    gain = np.where(has, 1.0 - rf / thr2, 0.0)
+    return gain.sum(1), np.where(has, slot, -1), np.where(has, rf, np.inf)
+
+
+LO_THRESHOLD_SCHEDULE = (4.0, 2.0, 1.0, 1.0, 1.0)
+
+
+class _Search:
+    def __init__(self, problem: _Problem, cand: np.ndarray, thr_px: float, rng, lo_iterations: int):
+        self.p, self.cand, self.thr2 = problem, cand, thr_px ** 2
+        self.rng, self.lo_iterations = rng, lo_iterations
+        self.best_model, self.best_score = None, -np.inf
+        self.best_slot = None
+        self.lo_runs = 0
+
+    def score(self, models: np.ndarray, chunk: int = 128):
+        scores, slots, res = [], [], []
+        for s in range(0, len(models), chunk):
+            sc, sl, rs = _guided(self.p.residuals(models[s:s + chunk]), self.thr2)
+            scores.append(sc), slots.append(sl), res.append(rs)
+        return np.concatenate(scores), np.concatenate(slots), np.concatenate(res)
+
+    def pairs(self, slot: np.ndarray, res: np.ndarray, thr2: float | None = None):
+        """(src, dst, residual^2) of the guided inliers of one model."""
+        src = np.nonzero(slot >= 0)[0]
+        r = res[src]
+        if thr2 is not None:
+            keep = r < thr2
+            src, r = src[keep], r[keep]
+        return src, self.cand[src, slot[src]], r
+
+    def consider(self, models: np.ndarray) -> None:
+        models = models[np.isfinite(models).all((1, 2))]
+        if len(models) == 0:
+            return
+        sc, sl, rs = self.score(models)
+        b = int(np.argmax(sc))
+        if sc[b] > self.best_score:
+            self.best_model, self.best_score, self.best_slot = models[b], sc[b], sl[b]
+            self.local_optimisation(rs[b])
+
+    def _try(self, model) -> bool:
+        if model is None or not np.isfinite(model).all():
+            return False
+        sc, sl, rs = self.score(model[None])
+        if sc[0] > self.best_score:
+            self.best_model, self.best_score, self.best_slot = model, sc[0], sl[0]
+            self._last_res = rs[0]
+            return True
+        return False
+
+    def local_optimisation(self, res: np.ndarray) -> None:
+        self.lo_runs += 1
+        self._last_res = res
+        # iterated least squares with a shrinking threshold (LO-RANSAC's ILSQ): a minimal
+        # model from a noisy AC or a wrong gravity prior is only roughly right, so its guided
+        # inliers are first collected at 4x the threshold
+        # a robust fit on the pairs within the loosest threshold (essential matrices only)
+        loose = self.thr2 * LO_THRESHOLD_SCHEDULE[0] ** 2
+        _, sl, rs = _guided(self.p.residuals(self.best_model[None]), loose)
+        src, dst, _ = self.pairs(sl[0], rs[0])
+        for model in self.p.robust_fit(src, dst, np.sqrt(self.thr2)):
+            self._try(model)
+        model = self.best_model
+        for mult in LO_THRESHOLD_SCHEDULE:
+            _, sl, rs = _guided(self.p.residuals(model[None]), self.thr2 * mult ** 2)
+            src, dst, r = self.pairs(sl[0], rs[0])
+            if len(src) < self.p.sample_size:
+                break
+            fitted = self.p.fit(src, dst, 1.0 - r / (self.thr2 * mult ** 2) + 1e-3)
+            if fitted is None or not np.isfinite(fitted).all():
+                break
+            model = fitted
+            self._try(model)
+        # nested RANSAC on subsets of the inliers
+        size = 7 * self.p.sample_size
+        src, dst, _ = self.pairs(self.best_slot, self._last_res)
+        if len(src) <= size:
+            return
+        for _ in range(self.lo_iterations):
+            pick = self.rng.choice(len(src), size=size, replace=False)
+            if self._try(self.p.fit(src[pick], dst[pick], None)):
+                src, dst, _ = self.pairs(self.best_slot, self._last_res)
+                if len(src) <= size:
+                    return
+
+
+def _run(problem: _Problem, cand, scores, valid, *, threshold_px, min_hypotheses, max_hypotheses,
+         confidence, lo_iterations, batch_size, seed) -> tuple[_Search, int, int]:
+    rng = np.random.default_rng(seed)
+    src, slot = np.nonzero(valid)
+    tie = rng.permutation(len(src))
+    order = np.lexsort((tie, -scores[src, slot]))  # by score, then the seeded permutation
+    src, slot = src[order], slot[order]
+    search = _Search(problem, cand, threshold_px, rng, lo_iterations)
+    n_sources = max(int(valid.any(1).sum()), 1)
+    tried = models_scored = 0
+    limit = min(len(src), max_hypotheses)
+    while tried < limit:
+        s = slice(tried, min(tried + batch_size, limit))
+        models = problem.minimal(src[s], slot[s])
+        models_scored += len(models)
+        search.consider(models)
+        tried = s.stop
+        if search.best_slot is not None:
+            ratio = float((search.best_slot >= 0).sum()) / n_sources
+            if ratio >= 1:
+                needed = 1
+            elif ratio <= 0:
+                needed = np.inf
+            else:
+                needed = np.log(1 - confidence) / np.log(1 - ratio)
+            if tried >= max(min_hypotheses, needed):
+                break
+    return search, tried, models_scored
+
+
+def _one_to_one(src: np.ndarray, dst: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Indices into (src, dst, r) keeping, for each destination, the smallest residual."""
+    order = np.lexsort((r, dst))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = dst[order][1:] != dst[order][:-1]
+    return np.sort(order[first])
+
+
+def _prepare(kpts0, kpts1, candidates, scores, acs):
+    kpts0 = np.asarray(kpts0, dtype=np.float64).reshape(-1, 2)
+    kpts1 = np.asarray(kpts1, dtype=np.float64).reshape(-1, 2)
+    cand, scores, acs, valid = _sort_pools(candidates, scores, acs)
+    if len(cand) != len(kpts0):
+        raise ValueError(f"candidates has {len(cand)} rows but kpts0 has {len(kpts0)} points")
+    if (cand >= len(kpts1)).any():
+        raise ValueError("candidates index past the end of kpts1")
+    return kpts0, kpts1, cand, scores, acs, valid
+
+
+def estimate_homography_ac(kpts0, kpts1, candidates, acs, scores=None, *, threshold_px: float = 3.0,
+                           minimal: str = "gravity", K0=None, K1=None, image_size0=None,
+                           image_size1=None, gravity0=None, gravity1=None,
+                           min_hypotheses: int = 100, max_hypotheses: int = 2000,
+                           confidence: float = 0.999, lo_iterations: int = 20,
+                           batch_size: int = 64, seed: int = 0) -> ACRansacResult | None:
+    """Homography (pixels, x1 ~ H x0) from candidate pools; see the module docstring.
+
+    kpts0 [N0, 2], kpts1 [N1, 2]; candidates [N0, k] (-1 = empty); acs [N0, k, 2, 2] pixel ACs;
+    scores [N0, k] (higher first; None = the given order). minimal: "gravity" (1AC + gravity
+    homography in the cameras K0, K1; without them, a guess from image_size*: focal 1.2 max(W, H),
+    centred principal point; without those, from the keypoints' extent) or "affine" (the AC's
+    own affinity; gravity-free). gravity*: [3] down direction in camera coordinates (None:
+    upright). Returns None when no model has >= 4 guided inliers."""
+    kpts0, kpts1, cand, scores, acs, valid = _prepare(kpts0, kpts1, candidates, scores, acs)
+    if minimal not in ("gravity", "affine"):
+        raise ValueError(f"minimal must be 'gravity' or 'affine', got {minimal!r}")
+
+    def guess(K, size, pts):
+        if K is not None:
+            return np.asarray(K, dtype=np.float64)
+        if size is None:
+            size = tuple(np.ceil(pts.max(0) + 1).astype(int)) if len(pts) else (1, 1)
+        return default_intrinsics(size)
+
+    K0, K1 = guess(K0, image_size0, kpts0), guess(K1, image_size1, kpts1)
+    problem = _HomographyProblem(kpts0, kpts1, cand, acs, minimal, K0, K1,
+                                 gravity_rotation(gravity0), gravity_rotation(gravity1))
+    search, tried, n_models = _run(problem, cand, scores, valid, threshold_px=threshold_px,
+                                   min_hypotheses=min_hypotheses, max_hypotheses=max_hypotheses,
+                                   confidence=confidence, lo_iterations=lo_iterations,
+                                   batch_size=batch_size, seed=seed)
+    if search.best_model is None:
+        return None
+    src, dst, r = search.pairs(search.best_slot, search._last_res)
+    if len(src) >= 4:  # final: least squares + LM on the transfer error (OpenCV)
+        H, _ = cv2.findHomography(kpts0[src], kpts1[dst], 0)
+        if H is not None:
+            search._try(H)
+    src, dst, r = search.pairs(search.best_slot, search._last_res)
+    if len(src) < 4:
+        return None
+    keep = _one_to_one(src, dst, r)
+    H = search.best_model / search.best_model[2, 2] if abs(search.best_model[2, 2]) > 1e-12 \
+        else search.best_model
+    return ACRansacResult(H, np.stack([src[keep], dst[keep]], 1), np.sqrt(r[keep]),
+                          float(search.best_score), hypotheses=tried, models=n_models,
+                          lo_runs=search.lo_runs)
+
+
+def estimate_essential_ac(kpts0, kpts1, candidates, acs, K0, K1, scores=None, *,
+                          threshold_px: float = 1.0, gravity0=None, gravity1=None,
+                          min_hypotheses: int = 100, max_hypotheses: int = 2000,
+                          confidence: float = 0.999, lo_iterations: int = 20,
+                          batch_size: int = 64, refine: bool = True,
+                          seed: int = 0) -> ACRansacResult | None:
+    """Essential matrix and relative pose from candidate pools with the 1AC + gravity solver.
+
+    K0, K1: [3, 3] intrinsics (pixels); threshold_px: on the Sampson distance times the mean
+    focal. Returns None when no model has >= 8 guided inliers or no pose passes cheirality."""
+    kpts0, kpts1, cand, scores, acs, valid = _prepare(kpts0, kpts1, candidates, scores, acs)
+    K0, K1 = np.asarray(K0, dtype=np.float64), np.asarray(K1, dtype=np.float64)
+    problem = _EssentialProblem(kpts0, kpts1, cand, acs, K0, K1,
+                                gravity_rotation(gravity0), gravity_rotation(gravity1))
+    search, tried, n_models = _run(problem, cand, scores, valid, threshold_px=threshold_px / 1.0,
+                                   min_hypotheses=min_hypotheses, max_hypotheses=max_hypotheses,
+                                   confidence=confidence, lo_iterations=lo_iterations,
+                                   batch_size=batch_size, seed=seed)
+    if search.best_model is None:
+        return None
+    src, dst, r = search.pairs(search.best_slot, search._last_res)
+    if len(src) < 8:
+        return None
+    pose = decompose_essential(search.best_model, problem.n0[src], problem.n1[dst])
+    if pose is None:
+        return None
+    R, t, _ = pose
+    if refine:
+        R, t = _refine_pose(R, t, problem.n0[src], problem.n1[dst], search)
+    src, dst, r = search.pairs(search.best_slot, search._last_res)
+    keep = _one_to_one(src, dst, r)
+    return ACRansacResult(search.best_model, np.stack([src[keep], dst[keep]], 1), np.sqrt(r[keep]),
+                          float(search.best_score), R=R, t=t, hypotheses=tried,
+                          models=n_models, lo_runs=search.lo_runs)
+
+
+def _refine_pose(R, t, n0, n1, search: _Search):
+    """pycolmap's Sampson-error refinement of (R, t) on the inliers; kept if it scores better."""
+    try:
+        import pycolmap
+    except ImportError:  # pragma: no cover - pycolmap is a dependency
+        return R, t
+    pose = pycolmap.Rigid3d(pycolmap.Rotation3d(R), t)
+    rays0 = np.concatenate([n0, np.ones((len(n0), 1))], 1)
+    rays1 = np.concatenate([n1, np.ones((len(n1), 1))], 1)
+    rays0 /= np.linalg.norm(rays0, axis=1, keepdims=True)
+    rays1 /= np.linalg.norm(rays1, axis=1, keepdims=True)
+    out = pycolmap.refine_relative_pose(pose, rays0, rays1, np.ones((len(n0), 1), dtype=bool))
+    if out is None:
+        return R, t
+    pose = out["cam2_from_cam1"] if isinstance(out, dict) else out
+    R2 = np.asarray(pose.rotation.matrix(), dtype=np.float64)
+    t2 = np.asarray(pose.translation, dtype=np.float64)
+    t2 = t2 / max(np.linalg.norm(t2), 1e-300)
+    if search._try(essential_from_pose(R2, t2)):
+        return R2, t2
+    return R, t

@@ -1,0 +1,308 @@
+"""LightGlue: official weight loading, kornia's LightGlue as an independent oracle on real
+pairs (adaptivity on and off), batch == single, edge cases, rotations, top-k candidates and
+a precision check against mutual NN on Graffiti."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from matchlab import Features, load_extractor, load_matcher
+from matchlab.geometry.homography import reprojection_errors
+from matchlab.geometry.laf import scale_ori_from_lafs
+from matchlab.matchers.attention import rotate_half_rows
+from matchlab.matchers.lightglue import (LightGlue, confidence_threshold, match_rotated_images,
+                                         official_state_dict, rotate_features)
+from matchlab.registry import ConfigError
+from matchlab.types import ShapeError
+from matchlab.weights import load_checkpoint
+
+kornia_feature = pytest.importorskip("kornia.feature")  # a dependency of matchlab: always there
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch):
+    """kornia must never fetch weights here: it only gets our state dicts."""
+    import kornia.core.download as download
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("kornia tried to download weights")
+    monkeypatch.setattr(download, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(kornia_feature.lightglue, "load_state_dict_from_url", refuse)
+
+
+# ------------------------------------------------------------------ fixtures (real features)
+@pytest.fixture(scope="module")
+def disk_feats(datasets_root):
+    """DISK (long side 640, 1024 kpts) of graf 1/2/3, sacre_coeur 1/2 and an EVD pair."""
+    ext = load_extractor("disk", resize=640, max_keypoints=1024)
+    paths = {"graf1": "oxford_graf/img1.png", "graf2": "oxford_graf/img2.png",
+             "graf3": "oxford_graf/img3.png", "sc1": "lightglue_assets/sacre_coeur1.jpg",
+             "sc2": "lightglue_assets/sacre_coeur2.jpg", "evd1": "evd/1/adam.png", "evd2": "evd/2/adam.png"}
+    return {k: ext(datasets_root / p) for k, p in paths.items()}
+
+
+def kornia_lightglue(state: dict, input_dim: int, add_scale_ori: bool = False, **conf):
+    """kornia's own LightGlue with our state dict (no download: features=None)."""
+    model = kornia_feature.LightGlue(features=None, input_dim=input_dim, add_scale_ori=add_scale_ori, **conf)
+    missing, unexpected = model.load_state_dict(official_state_dict(state), strict=False)
+    assert unexpected == [] and set(missing) <= {"confidence_thresholds"}
+    return model.eval()
+
+
+def kornia_match(model, f0: Features, f1: Features, sift: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def side(f):
+        d = {"keypoints": f.keypoints[None], "descriptors": f.descriptors[None],
+             "image_size": torch.tensor([f.image_size])}
+        if sift:
+            scales, oris = scale_ori_from_lafs(f.lafs)
+            d.update(scales=scales[None], oris=oris[None])
+        return d
+    with torch.inference_mode():
+        out = model({"image0": side(f0), "image1": side(f1)})
+    m0 = out["matches0"][0]
+    return m0, torch.where(m0 > -1, out["matching_scores0"][0], 0.0)
+
+
+def check_matches(m, n0: int, n1: int) -> None:
+    assert m.matches0.shape == (n0,) and m.matches0.dtype == torch.long
+    assert m.scores0.shape == (n0,) and m.scores0.dtype == torch.float32
+    assert ((m.scores0 >= 0) & (m.scores0 <= 1)).all()
+    assert (m.scores0[m.matches0 < 0] == 0).all()
+    valid = m.matches0 > -1
+    assert (m.matches0[valid] < n1).all()
+    m1 = m.extras["matches1"]
+    assert m1.shape == (n1,)
+    assert torch.equal(m1[m.matches0[valid]], torch.nonzero(valid)[:, 0])  # one-to-one, mutual
+    assert int((m1 > -1).sum()) == int(valid.sum())
+
+
+# ------------------------------------------------------------------ weights and config
+@pytest.mark.parametrize("features", ["disk", "aliked"])
+def test_official_weights_load_strictly(features):
+    ckpt = load_checkpoint(f"{features}_lightglue.pth")
+    model = LightGlue(features=features)
+    ours = model.state_dict()
+    mapped = official_state_dict(ckpt)
+    assert set(ours) == set(mapped)                        # strict: nothing missing or extra
+    old = "self_attn.3.Wqkv.weight" if features == "disk" else "transformers.3.self_attn.Wqkv.weight"
+    assert torch.equal(ours["transformers.3.self_attn.Wqkv.weight"], ckpt[old])
+    assert torch.equal(ours["token_confidence.7.token.0.weight"], ckpt["token_confidence.7.token.0.weight"])
+    if features == "disk":  # the old layout's unused scalars are dropped, and only those
+        assert len(ckpt) - len(mapped) == 9 and all(k.endswith(".r") for k in set(ckpt) - set(mapped) if
+                                                    not k.startswith(("self_attn", "cross_attn")))
+    bad = dict(ckpt)
+    bad["log_assignment.0.r" if features == "disk" else "transformers.0.extra"] = torch.tensor([2.0])
+    with pytest.raises((ValueError, RuntimeError)):
+        LightGlue(features=features, weights=None).load_state_dict(official_state_dict(bad), strict=True)
+
+
+@pytest.mark.parametrize("features", ["superpoint", "sift"])
+def test_user_supplied_weights_in_official_layout(features, tmp_path):
+    """superpoint/sift_lightglue.pth are not obtainable offline: a randomly initialised model
+    saved in the official key layout loads strictly through weights=<path>."""
+    torch.manual_seed(3)
+    random = LightGlue(features=features, weights=None)
+    path = tmp_path / f"{features}_lightglue.pth"
+    torch.save(random.state_dict(), path)
+    loaded = LightGlue(features=features, weights=str(path))
+    for k, v in random.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k])
+    expected = {"superpoint": (256, 2), "sift": (128, 4)}[features]
+    assert loaded.input_dim == expected[0] and loaded.posenc.Wr.weight.shape == (32, expected[1])
+    with pytest.raises(RuntimeError):  # the other layout does not load
+        other = "sift" if features == "superpoint" else "superpoint"
+        LightGlue(features=other, weights=str(path))
+
+
+def test_config_errors_and_registry():
+    with pytest.raises(ConfigError):
+        LightGlue(features="orb", weights=None)
+    with pytest.raises(ConfigError):
+        LightGlue(features="disk", weights=None, rotations=[45])
+    with pytest.raises(ConfigError):
+        LightGlue(features="disk", weights=None, bogus=1)
+    m = load_matcher("lightglue", features="disk")
+    assert isinstance(m, LightGlue) and not m.training and hasattr(m, "match_batch")
+    f = Features(torch.rand(5, 2) * 100, torch.randn(5, 256), torch.rand(5), (100, 100))
+    with pytest.raises(ShapeError):
+        m(f, f)  # SuperPoint-sized descriptors for the DISK model
+    sift = LightGlue(features="sift", weights=None)
+    g = Features(torch.rand(5, 2) * 100, torch.randn(5, 128), torch.rand(5), (100, 100))
+    with pytest.raises(ShapeError):
+        sift(g, g)  # SIFT needs LAFs (scale, orientation)
+
+
+def test_helpers():
+    # 0.8 + 0.1 exp(-4 l / 9) (methods.md's table rounds l = 7, 0.80446, up to 0.805)
+    assert [round(confidence_threshold(i), 3) for i in range(9)] == \
+        [0.9, 0.864, 0.841, 0.826, 0.817, 0.811, 0.807, 0.804, 0.803]
+    x = torch.randn(2, 3, 5)  # rotate_half on head-major channels (2 heads of 4)
+    w = torch.randn(8, 5)
+    ref = x @ w.t()
+    ref = torch.stack([-ref[..., 1::2], ref[..., 0::2]], -1).flatten(-2)
+    assert torch.allclose(x @ rotate_half_rows(w, 2).t(), ref)
+
+
+# ------------------------------------------------------------------ kornia oracle
+@pytest.mark.slow
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_matches_equal_kornia_lightglue_disk(disk_feats, adaptive):
+    conf = {} if adaptive else {"depth_confidence": -1, "width_confidence": -1}
+    ours = LightGlue(features="disk", **conf)
+    ref = kornia_lightglue(load_checkpoint("disk_lightglue.pth"), 128, **conf)
+    for a, b in [("graf1", "graf2"), ("sc1", "sc2"), ("evd1", "evd2")]:
+        f0, f1 = disk_feats[a], disk_feats[b]
+        m = ours(f0, f1)
+        check_matches(m, len(f0), len(f1))
+        k0, ks = kornia_match(ref, f0, f1)
+        agree = (m.matches0 == k0).float().mean().item()
+        assert agree >= 0.995, f"{a}-{b}: {agree:.4f} of matches0 equal kornia's"
+        both = (m.matches0 > -1) & (k0 > -1)
+        assert torch.allclose(m.scores0[both], ks[both], atol=1e-3)
+        assert len(m) > (150 if a != "evd1" else 0)
+        assert (m.extras["stop"] < 9) == adaptive or a == "evd1"
+
+
+@pytest.mark.slow
+def test_matches_equal_kornia_lightglue_aliked(datasets_root):
+    ext = load_extractor("aliked", resize=640, max_keypoints=1024)
+    f0 = ext(datasets_root / "lightglue_assets/sacre_coeur1.jpg")
+    f1 = ext(datasets_root / "lightglue_assets/sacre_coeur2.jpg")
+    m = LightGlue(features="aliked")(f0, f1)
+    k0, _ = kornia_match(kornia_lightglue(load_checkpoint("aliked_lightglue.pth"), 128), f0, f1)
+    assert (m.matches0 == k0).float().mean() >= 0.995 and len(m) > 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("features", ["superpoint", "sift"])
+def test_random_weights_equal_kornia(datasets_root, features):
+    """The superpoint (input_dim 256, no projection) and sift (4-D rotary with scale and
+    orientation) configurations, with random weights, against kornia on real features."""
+    ext = load_extractor(features, resize=640, max_keypoints=512)
+    f0, f1 = (ext(datasets_root / f"oxford_graf/img{i}.png") for i in (1, 2))
+    torch.manual_seed(0)
+    ours = LightGlue(features=features, weights=None, filter_threshold=0.0)
+    ref = kornia_lightglue(ours.state_dict(), ours.input_dim, add_scale_ori=features == "sift",
+                           filter_threshold=0.0)
+    m = ours(f0, f1)
+    k0, _ = kornia_match(ref, f0, f1, sift=features == "sift")
+    assert (m.matches0 == k0).float().mean() >= 0.995
+    assert len(m) > 0
+
+
+# ------------------------------------------------------------------ batching
+@pytest.mark.slow
+def test_batch_equals_single(disk_feats):
+    f = disk_feats
+    pairs = [(f["graf1"], f["graf2"]), (f["graf1"], f["graf3"]), (f["sc1"], f["sc2"]),
+             (f["evd1"], f["evd2"]), (f["graf2"], f["graf1"])]
+    model = LightGlue(features="disk", batch_size=4)  # two packed passes, shared images
+    batch = model.match_batch(pairs)
+    stops = set()
+    for (f0, f1), mb in zip(pairs, batch):
+        model._images.clear()  # nothing from the batch run
+        ms = model(f0, f1)
+        check_matches(mb, len(f0), len(f1))
+        assert (mb.matches0 == ms.matches0).float().mean() >= 0.995
+        assert mb.extras["stop"] == ms.extras["stop"]
+        stops.add(ms.extras["stop"])
+    assert len(stops) > 1  # pairs really exit at different layers inside one batch
+
+
+def test_zero_and_one_keypoints(disk_feats):
+    model = LightGlue(features="disk")
+    full = disk_feats["graf1"]
+    none = full.subset(torch.zeros(len(full), dtype=torch.bool))
+    one = full.subset(torch.arange(1))
+    out = model.match_batch([(none, full), (full, none), (one, full), (full, one), (one, one), (none, none)])
+    for m, (a, b) in zip(out, [(0, 1024), (1024, 0), (1, 1024), (1024, 1), (1, 1), (0, 0)]):
+        check_matches(m, a, b)
+    assert out[4].matches0.tolist() in ([0], [-1])
+    cands, scores = model.candidates(none, full, 3)
+    assert cands.shape == (0, 3) and scores.shape == (0, 3)
+
+
+def test_candidates_top_k(disk_feats):
+    f0, f1 = disk_feats["graf1"].subset(torch.arange(300)), disk_feats["graf2"].subset(torch.arange(300))
+    model = LightGlue(features="disk", depth_confidence=-1, width_confidence=-1)
+    cand, score = model.candidates(f0, f1, 4)
+    m = model(f0, f1)
+    assert cand.shape == (300, 4) and score.shape == (300, 4)
+    assert ((score >= 0) & (score <= 1)).all() and (score[:, :-1] >= score[:, 1:]).all()
+    valid = m.matches0 > -1
+    assert torch.equal(cand[valid, 0], m.matches0[valid])      # a match is its row's best candidate
+    assert torch.allclose(score[valid, 0], m.scores0[valid])
+
+
+# ------------------------------------------------------------------ rotations
+def test_rotate_features_roundtrip():
+    g = torch.Generator().manual_seed(0)
+    kp = torch.rand(20, 2, generator=g) * torch.tensor([99.0, 59.0])
+    from matchlab.geometry.laf import lafs_from_scale_ori
+    lafs = lafs_from_scale_ori(kp, torch.rand(20, generator=g) + 1, torch.rand(20, generator=g))
+    f = Features(kp, torch.randn(20, 128, generator=g), torch.rand(20, generator=g), (100, 60), lafs)
+    r = rotate_features(f, 90)
+    assert r.image_size == (60, 100)
+    # pixel-centre convention: the top-left pixel centre goes to the top-right one
+    corner = rotate_features(Features(torch.zeros(1, 2), torch.zeros(1, 1), torch.zeros(1), (100, 60)), 90)
+    assert corner.keypoints.tolist() == [[59.0, 0.0]]
+    s0, o0 = scale_ori_from_lafs(f.lafs)
+    s1, o1 = scale_ori_from_lafs(r.lafs)
+    assert torch.allclose(s0, s1, atol=1e-5)
+    assert torch.allclose(torch.remainder(o1 - o0, 2 * math.pi), torch.full_like(o0, math.pi / 2), atol=1e-5)
+    back = rotate_features(rotate_features(r, 180), 90)
+    assert torch.allclose(back.keypoints, f.keypoints) and torch.allclose(back.lafs, f.lafs, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_rotations_option_and_rotated_image(disk_feats, datasets_root, tmp_path):
+    """(1) rotations=[0, 90, 180, 270] with image 1's keypoints in a rotated frame (what a
+    rotation-invariant descriptor gives) recovers the upright matches; (2) on a real image
+    rotated by 90 degrees, match_rotated_images (re-extraction per rotation) finds it."""
+    f0, f1 = disk_feats["graf1"], disk_feats["graf2"]
+    upright = LightGlue(features="disk")(f0, f1)
+    model = LightGlue(features="disk", rotations=[0, 90, 180, 270])
+    m = model(f0, rotate_features(f1, 90))
+    assert m.extras["rotation"] == 270
+    assert (m.matches0 == upright.matches0).float().mean() >= 0.995
+    counts = m.extras["matches_per_rotation"]
+    assert counts[270] > 5 * max(counts[0], counts[90], counts[180])
+
+    image = cv2.imread(str(datasets_root / "oxford_graf/img2.png"))
+    cv2.imwrite(str(tmp_path / "graf2_cw.png"), cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE))
+    ext = load_extractor("disk", resize=640, max_keypoints=1024)
+    plain = LightGlue(features="disk")
+    g0, g1, mr = match_rotated_images(ext, plain, datasets_root / "oxford_graf/img1.png",
+                                      tmp_path / "graf2_cw.png")
+    assert mr.extras["rotation"] == 270 and g1.image_size == (640, 800)
+    idx = mr.pairs().numpy()
+    p1 = g1.keypoints.numpy()[idx[:, 1]]                   # frame of the rotated file
+    p1 = np.stack([p1[:, 1], image.shape[0] - 1 - p1[:, 0]], -1)  # back to img2's frame
+    err = reprojection_errors(np.loadtxt(datasets_root / "oxford_graf/H1to2p"),
+                              g0.keypoints.numpy()[idx[:, 0]], p1)
+    assert len(idx) > 300 and (err < 3).mean() > 0.8
+    without = mr.extras["matches_per_rotation"][0]
+    assert len(idx) > 5 * without                          # plain matching fails at 90 degrees
+
+
+# ------------------------------------------------------------------ accuracy
+@pytest.mark.slow
+def test_precision_on_graf_beats_mutual_nn(disk_feats, datasets_root):
+    """DISK + LightGlue vs DISK + mutual NN (same features: long side 640, 1024 kpts)."""
+    lg, nn = LightGlue(features="disk"), load_matcher("nn")
+    f0 = disk_feats["graf1"]
+    for target, floor in ((2, 0.90), (3, 0.80)):
+        f1 = disk_feats[f"graf{target}"]
+        H = np.loadtxt(datasets_root / f"oxford_graf/H1to{target}p")
+        prec = {}
+        for name, matcher in (("lightglue", lg), ("nn", nn)):
+            idx = matcher(f0, f1).pairs().numpy()
+            err = reprojection_errors(H, f0.keypoints.numpy()[idx[:, 0]], f1.keypoints.numpy()[idx[:, 1]])
+            prec[name] = ((err < 3).mean(), len(idx))
+        assert prec["lightglue"][0] >= floor, prec
+        assert prec["lightglue"][0] > prec["nn"][0] + 0.05, prec
+        assert prec["lightglue"][1] > 300, prec
