@@ -11,7 +11,6 @@ Checkpoints are always read with `torch.load(..., weights_only=True)`.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
+from .cache import cache_folder, mirror_folders, sha256_of  # noqa: F401 (sha256_of re-exported)
 
 MIRROR_ENV = "MATCHLAB_WEIGHTS_MIRROR"
 CACHE_ENV = "MATCHLAB_WEIGHTS_DIR"
@@ -89,26 +90,12 @@ class WeightsError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    """Where verified weight files are kept (created on demand)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    checkout = Path(__file__).resolve().parents[1] / "weights"
-    if (checkout / "README.md").is_file() and os.access(checkout, os.W_OK):
-        return checkout
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "matchlab" / "weights"
+    """Where verified weight files are kept (created on demand); see matchlab.cache."""
+    return cache_folder("weights", CACHE_ENV)
 
 
 def mirror_dirs() -> list[Path]:
-    return [Path(p) for p in os.environ.get(MIRROR_ENV, "").split(os.pathsep) if p]
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return mirror_folders(MIRROR_ENV)
 
 
 def _install(spec: WeightSpec, candidate: Path, dest: Path, move: bool) -> None:

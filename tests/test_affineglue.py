@@ -150,14 +150,18 @@ def test_end_to_end_recovers_known_homography(warped_graf):
 
 
 @pytest.mark.slow
-def test_affnet_frames_and_superglue_pools(warped_graf):
-    """SuperPoint + AffNet/OriNet frames: the ACs of true correspondences agree with the
-    Jacobian of the warp (measured median relative error on graf 1->2: 0.3), and SuperGlue's
-    top-k pools drive AffineGlue to the homography."""
-    img, warped, H, size = warped_graf
+def test_affnet_frames_and_superglue_pools(datasets_root):
+    """SuperPoint + AffNet/OriNet frames on graf 1 -> 2: the ACs of true correspondences agree
+    with the Jacobian of the true homography (measured median relative error 0.30-0.34; the
+    identity guess has 0.38, and is never below 0.3 on this pair), and SuperGlue's top-k
+    pools drive AffineGlue to the homography."""
+    from matchlab.datasets.readers import read_homography
+
+    root = datasets_root / "oxford_graf"
+    H = read_homography(root / "H1to2p")
     ext = load_extractor("superpoint", max_keypoints=384, lafs="affnet")
     assert ext.state_dict().keys() == load_extractor("superpoint").state_dict().keys()
-    f0, f1 = ext(img), ext(warped)
+    f0, f1 = ext(root / "img1.png"), ext(root / "img2.png")
     assert f0.lafs.shape == (len(f0), 2, 3) and torch.isfinite(f0.lafs).all()
     assert torch.allclose(f0.lafs[:, :, 2], f0.keypoints)
     proj = cv2.perspectiveTransform(f0.keypoints.numpy()[None].astype(np.float64), H)[0]
@@ -167,7 +171,10 @@ def test_affnet_frames_and_superglue_pools(warped_graf):
     A = affine_from_lafs(f0.lafs.numpy()[i], f1.lafs.numpy()[j])
     J = homography_jacobian(H, f0.keypoints.numpy()[i])
     rel = np.linalg.norm(A - J, axis=(1, 2)) / np.linalg.norm(J, axis=(1, 2))
+    rel_identity = np.linalg.norm(np.eye(2) - J, axis=(1, 2)) / np.linalg.norm(J, axis=(1, 2))
     assert len(i) > 100 and np.median(rel) < 0.45
+    # many ACs are better than the identity guess is anywhere on this pair
+    assert np.mean(rel < rel_identity.min()) > 0.25
 
     sg = load_matcher("superglue", weights="outdoor")
     base = sg.match_batch([(f0, f1)], top_k=4)[0]
@@ -179,4 +186,4 @@ def test_affnet_frames_and_superglue_pools(warped_graf):
     assert torch.equal(plain.matches0, base.matches0) and "candidates" not in plain.extras
 
     m = load_matcher("affineglue", base="superglue", base_conf={"weights": "outdoor"})(f0, f1)
-    assert corner_error(m.extras["H"].numpy(), H, size) < 2.0
+    assert corner_error(m.extras["H"].numpy(), H, f0.image_size) < 3.0

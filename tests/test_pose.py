@@ -214,20 +214,21 @@ def test_batch_equals_single():
 
 # ------------------------------------------------------------------ bundle adjustment on noise
 def test_ba_reduces_reprojection_error_and_improves_pose():
-    """1 px noise, 150 matches, 30 scenes. Measured: mean max(rot, trans) error 0.37 deg for
-    w8pt vs 0.24 after BA (BA is better on 24 of 30 scenes); the unweighted RMS reprojection
-    error (px) falls from 0.98 (w8pt + triangulation) to 0.84 on every scene (the residual
-    floor of a correct model is ~0.87 px * sqrt(1 - 5/(4 * 150)) ... i.e. about the noise)."""
+    """1 px noise, 150 matches, 30 scenes. Measured: mean max(rot, trans) error 0.53 deg for
+    w8pt vs 0.27 after BA (BA better on 20 of 30 scenes); the RMS reprojection error (px, over
+    the matches the BA uses) falls from 0.81 (w8pt + midpoint triangulation) to 0.705 on every
+    scene, which is the floor expected for the ML fit: sqrt(2 (1 - (3 M + 5) / (4 M))) = 0.70."""
     before, after, wins = [], [], 0
     for seed in range(30):
         x0, x1, R, t, _, _ = scene(150, 100 + seed, noise_px=1.0)
         init = relative_pose_w8pt(x0, x1)
         ba = bundle_adjust_two_view(x0, x1, init.R, init.t)
         Y0, _, _ = triangulate(x0, x1, init.R, init.t)
+        used = ba.weights > 0
 
-        def rms(Rr, tt, Y):
+        def rms(Rr, tt, Y):  # over the matches the BA uses (in front of both cameras at the start)
             p1 = Y @ Rr.T + tt
-            r = torch.cat([Y[:, :2] / Y[:, 2:] - x0, p1[:, :2] / p1[:, 2:] - x1])
+            r = torch.cat([Y[:, :2] / Y[:, 2:] - x0, p1[:, :2] / p1[:, 2:] - x1])[used.repeat(2)]
             return float(r.square().sum(-1).mean().sqrt()) * FOCAL
 
         rms0, rms1 = rms(init.R, init.t, Y0), rms(ba.R, ba.t, ba.Y)
@@ -236,8 +237,9 @@ def test_ba_reduces_reprojection_error_and_improves_pose():
         before.append(e0)
         after.append(e1)
         wins += e1 < e0
-    assert np.mean(after) < 0.85 * np.mean(before), (np.mean(before), np.mean(after))
-    assert wins >= 20, wins
+        assert rms1 < 0.75, (seed, rms1)
+    assert np.mean(after) < 0.7 * np.mean(before), (np.mean(before), np.mean(after))
+    assert wins >= 17, wins
 
 
 # ------------------------------------------------------------------ the estimator table

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from ..weights import sha256_of
+from ..cache import cache_folder, mirror_folders, sha256_of
 from .registry import DatasetError, DatasetFile, DatasetSpec, get_dataset
 
 MIRROR_ENV = "MATCHLAB_DATASETS_MIRROR"
@@ -33,18 +33,12 @@ _verified: dict[str, tuple[int, int, str]] = {}
 
 
 def cache_dir() -> Path:
-    """Folder holding locally fetched datasets, one subfolder each (created on demand)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    checkout = Path(__file__).resolve().parents[2] / "datasets"
-    if (checkout / "README.md").is_file() and os.access(checkout, os.W_OK):
-        return checkout
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "matchlab" / "datasets"
+    """Folder holding locally fetched datasets, one subfolder each; see matchlab.cache."""
+    return cache_folder("datasets", CACHE_ENV)
 
 
 def mirror_dirs() -> list[Path]:
-    return [Path(p) for p in os.environ.get(MIRROR_ENV, "").split(os.pathsep) if p]
+    return mirror_folders(MIRROR_ENV)
 
 
 def check_file(path: Path, file: DatasetFile) -> str | None:

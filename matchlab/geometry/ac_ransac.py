@@ -113,14 +113,16 @@ class _HomographyProblem(_Problem):
         p0 = self.x0[src]
         p1 = self.pool1[src, slot]
         A = self.acs[src, slot]
-        if self.minimal_kind == "affine":
-            H, _ = homography_1ac_affine(p0, p1, A)
-            return H
-        K0i = np.linalg.inv(self.K0)
-        n0 = (p0 - self.K0[:2, 2]) / self.K0[[0, 1], [0, 1]]
-        n1 = (p1 - self.K1[:2, 2]) / self.K1[[0, 1], [0, 1]]
-        Hn, _ = homography_1ac_gravity(n0, n1, normalize_affine(A, self.K0, self.K1), self.G0, self.G1)
-        return self.K1[None] @ Hn @ K0i[None]
+        models = []
+        if self.minimal_kind in ("affine", "both"):
+            models.append(homography_1ac_affine(p0, p1, A)[0])
+        if self.minimal_kind in ("gravity", "both"):
+            n0 = (p0 - self.K0[:2, 2]) / self.K0[[0, 1], [0, 1]]
+            n1 = (p1 - self.K1[:2, 2]) / self.K1[[0, 1], [0, 1]]
+            Hn, _ = homography_1ac_gravity(n0, n1, normalize_affine(A, self.K0, self.K1),
+                                           self.G0, self.G1)
+            models.append(self.K1[None] @ Hn @ np.linalg.inv(self.K0)[None])
+        return np.concatenate(models)
 
     def residuals(self, models):
         return transfer_sq(models, self.x0[:, None, :], self.pool1)
@@ -308,7 +310,7 @@ def _prepare(kpts0, kpts1, candidates, scores, acs):
 
 
 def estimate_homography_ac(kpts0, kpts1, candidates, acs, scores=None, *, threshold_px: float = 3.0,
-                           minimal: str = "gravity", K0=None, K1=None, image_size0=None,
+                           minimal: str = "auto", K0=None, K1=None, image_size0=None,
                            image_size1=None, gravity0=None, gravity1=None,
                            min_hypotheses: int = 100, max_hypotheses: int = 2000,
                            confidence: float = 0.999, lo_iterations: int = 20,
@@ -318,12 +320,17 @@ def estimate_homography_ac(kpts0, kpts1, candidates, acs, scores=None, *, thresh
     kpts0 [N0, 2], kpts1 [N1, 2]; candidates [N0, k] (-1 = empty); acs [N0, k, 2, 2] pixel ACs;
     scores [N0, k] (higher first; None = the given order). minimal: "gravity" (1AC + gravity
     homography in the cameras K0, K1; without them, a guess from image_size*: focal 1.2 max(W, H),
-    centred principal point; without those, from the keypoints' extent) or "affine" (the AC's
-    own affinity; gravity-free). gravity*: [3] down direction in camera coordinates (None:
-    upright). Returns None when no model has >= 4 guided inliers."""
+    centred principal point; without those, from the keypoints' extent), "affine" (the AC's
+    own affinity; gravity-free), "both", or "auto": "gravity" when a gravity direction is
+    given, else "affine" (measured: with the upright prior on graf / EVD, whose cameras roll,
+    the gravity models of even exact ACs explain few points; see .notes/README_affineglue.md).
+    gravity*: [3] down direction in camera coordinates (None: upright). Returns None when no
+    model has >= 4 guided inliers."""
     kpts0, kpts1, cand, scores, acs, valid = _prepare(kpts0, kpts1, candidates, scores, acs)
-    if minimal not in ("gravity", "affine"):
-        raise ValueError(f"minimal must be 'gravity' or 'affine', got {minimal!r}")
+    if minimal not in ("gravity", "affine", "both", "auto"):
+        raise ValueError(f"minimal must be 'auto', 'gravity', 'affine' or 'both', got {minimal!r}")
+    if minimal == "auto":
+        minimal = "affine" if gravity0 is None and gravity1 is None else "gravity"
 
     def guess(K, size, pts):
         if K is not None:

@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from .relative_pose import estimate_pose_opencv, normalize_points
+from .relative_pose import estimate_pose_opencv, matched_points, normalize_points
 
 
 @dataclass
@@ -65,10 +65,7 @@ def pose_lo_ransac(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray, K1: np.
     """pycolmap LO-RANSAC essential matrix (threshold in pixels), decomposed by cheirality."""
     import pycolmap
 
-    kpts0 = np.asarray(kpts0, dtype=np.float64).reshape(-1, 2)
-    kpts1 = np.asarray(kpts1, dtype=np.float64).reshape(-1, 2)
-    if len(kpts0) != len(kpts1):
-        raise ValueError(f"kpts0 and kpts1 must have the same length, got {len(kpts0)} and {len(kpts1)}")
+    kpts0, kpts1 = matched_points(kpts0, kpts1)
     if len(kpts0) < 5:
         return None
     options = pycolmap.RANSACOptions(max_error=float(threshold_px), random_seed=int(seed),

@@ -35,6 +35,15 @@ def normalize_points(kpts: np.ndarray, K: np.ndarray) -> np.ndarray:
     return (np.asarray(kpts, dtype=np.float64) - K[[0, 1], [2, 2]][None]) / K[[0, 1], [0, 1]][None]
 
 
+def matched_points(kpts0, kpts1) -> tuple[np.ndarray, np.ndarray]:
+    """Two [N, 2] float64 arrays of matched points; ValueError when their lengths differ."""
+    kpts0 = np.asarray(kpts0, dtype=np.float64).reshape(-1, 2)
+    kpts1 = np.asarray(kpts1, dtype=np.float64).reshape(-1, 2)
+    if len(kpts0) != len(kpts1):
+        raise ValueError(f"kpts0 and kpts1 must have the same length, got {len(kpts0)} and {len(kpts1)}")
+    return kpts0, kpts1
+
+
 def estimate_pose_opencv(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray, K1: np.ndarray,
                          thresh_px: float, conf: float = 0.99999, seed: int | None = None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -58,10 +67,7 @@ def estimate_pose_opencv(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray, K
     Returns (R [3, 3], t [3] unit vector, inlier_mask [N] bool: RANSAC inliers that pass the
     cheirality check of the chosen E), or None if N < 5 or no pose was found.
     """
-    kpts0 = np.asarray(kpts0, dtype=np.float64).reshape(-1, 2)
-    kpts1 = np.asarray(kpts1, dtype=np.float64).reshape(-1, 2)
-    if len(kpts0) != len(kpts1):
-        raise ValueError(f"kpts0 and kpts1 must have the same length, got {len(kpts0)} and {len(kpts1)}")
+    kpts0, kpts1 = matched_points(kpts0, kpts1)
     if len(kpts0) < 5:
         return None
     K0 = np.asarray(K0, dtype=np.float64)

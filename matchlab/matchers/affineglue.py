@@ -89,7 +89,8 @@ class AffineGlue(Configurable):
     Options: base ("nn" | "superglue" | "lightglue"), base_conf (options of the base matcher),
     model ("homography" | "essential"), pool_size (candidates per source), sources
     ("matched" | "all"), min_log_assignment, threshold_px (None: 3 px homography, 1 px
-    essential), minimal ("gravity" | "affine": homography hypotheses), K0, K1, gravity0,
+    essential), minimal (homography hypotheses: "auto" = "gravity" when a gravity direction
+    is given, else "affine"; "gravity"; "affine"; "both"), K0, K1, gravity0,
     gravity1 (defaults for the call arguments), min_hypotheses, max_hypotheses, confidence,
     lo_iterations, seed.
     """
@@ -102,7 +103,7 @@ class AffineGlue(Configurable):
         "sources": "matched",
         "min_log_assignment": -20.0,
         "threshold_px": None,
-        "minimal": "gravity",
+        "minimal": "auto",
         "K0": None,
         "K1": None,
         "gravity0": None,
@@ -124,8 +125,9 @@ class AffineGlue(Configurable):
             raise ConfigError(f"AffineGlue: model must be one of {MODELS}, got {c['model']!r}")
         if c["sources"] not in ("matched", "all"):
             raise ConfigError(f"AffineGlue: sources must be 'matched' or 'all', got {c['sources']!r}")
-        if c["minimal"] not in ("gravity", "affine"):
-            raise ConfigError(f"AffineGlue: minimal must be 'gravity' or 'affine', got {c['minimal']!r}")
+        if c["minimal"] not in ("auto", "gravity", "affine", "both"):
+            raise ConfigError(f"AffineGlue: minimal must be 'auto', 'gravity', 'affine' or 'both', "
+                              f"got {c['minimal']!r}")
         if isinstance(c["pool_size"], bool) or not isinstance(c["pool_size"], int) or c["pool_size"] < 1:
             raise ConfigError(f"AffineGlue: pool_size must be an int >= 1, got {c['pool_size']!r}")
         if c["threshold_px"] is not None and not float(c["threshold_px"]) > 0:
