@@ -8,6 +8,8 @@ after an interruption resumes. `matchlab.pipeline.run_sfm` is the same chain in 
 import argparse
 from pathlib import Path
 
+import pycolmap
+
 from matchlab import load_extractor, load_matcher
 from matchlab.images import list_images
 from matchlab.pipeline import extract_features, find_duplicates, match_pairs
@@ -21,6 +23,7 @@ parser.add_argument("output_dir", type=Path)
 parser.add_argument("--features", default="superpoint")
 parser.add_argument("--matcher", default="nn")
 args = parser.parse_args()
+pycolmap.logging.minloglevel = 1  # COLMAP's warnings only
 out = args.output_dir
 out.mkdir(parents=True, exist_ok=True)
 
