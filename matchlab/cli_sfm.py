@@ -100,6 +100,7 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
                         "pose_estimators.POSE_ESTIMATORS`; homography: ransac, lo-ransac; "
                         "names a benchmark does not know are left out of it)")
     p.add_argument("--seeds", type=int, default=5, help="RANSAC runs averaged per pair (pose)")
+    p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     p.add_argument("--output", type=Path, default=Path("outputs/eval"),
                    help="folder for the JSON results (and reconstruction work files)")
 
@@ -158,7 +159,7 @@ def _eval(args: argparse.Namespace) -> int:
                                   "extractor_conf": extractor_conf, "matcher_conf": matcher_conf,
                                   "resize": resize}
             results += new
-            print(format_table(new), flush=True)
+            print(format_table(new, markdown=args.markdown), flush=True)
     path = args.output / f"eval_{args.benchmark}_{tag}.json".replace("+", "_")
     path.write_text(json.dumps(results, indent=1, default=str))
     print(f"results written to {path}", file=sys.stderr)

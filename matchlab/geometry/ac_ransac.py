@@ -186,6 +186,7 @@ class _Search:
         self.rng, self.lo_iterations = rng, lo_iterations
         self.best_model, self.best_score = None, -np.inf
         self.best_slot = None
+        self._last_res = None  # [N0] residuals of the best model's guided inliers (inf: none)
         self.lo_runs = 0
 
     def score(self, models: np.ndarray, chunk: int = 128):
@@ -195,14 +196,10 @@ class _Search:
             scores.append(sc), slots.append(sl), res.append(rs)
         return np.concatenate(scores), np.concatenate(slots), np.concatenate(res)
 
-    def pairs(self, slot: np.ndarray, res: np.ndarray, thr2: float | None = None):
+    def pairs(self, slot: np.ndarray, res: np.ndarray):
         """(src, dst, residual^2) of the guided inliers of one model."""
         src = np.nonzero(slot >= 0)[0]
-        r = res[src]
-        if thr2 is not None:
-            keep = r < thr2
-            src, r = src[keep], r[keep]
-        return src, self.cand[src, slot[src]], r
+        return src, self.cand[src, slot[src]], res[src]
 
     def consider(self, models: np.ndarray) -> None:
         models = models[np.isfinite(models).all((1, 2))]
@@ -378,7 +375,7 @@ def estimate_essential_ac(kpts0, kpts1, candidates, acs, K0, K1, scores=None, *,
     K0, K1 = np.asarray(K0, dtype=np.float64), np.asarray(K1, dtype=np.float64)
     problem = _EssentialProblem(kpts0, kpts1, cand, acs, K0, K1,
                                 gravity_rotation(gravity0), gravity_rotation(gravity1))
-    search, tried, n_models = _run(problem, cand, scores, valid, threshold_px=threshold_px / 1.0,
+    search, tried, n_models = _run(problem, cand, scores, valid, threshold_px=threshold_px,
                                    min_hypotheses=min_hypotheses, max_hypotheses=max_hypotheses,
                                    confidence=confidence, lo_iterations=lo_iterations,
                                    batch_size=batch_size, seed=seed)

@@ -195,15 +195,15 @@ class AffineGlue(Configurable):
         c = self.conf
         n0 = len(f0)
         result = Matches.empty(n0)
-        result.extras.update({"base_matches0": base.matches0, "base_scores0": base.scores0,
+        result.extras.update({"base_matches0": base.matches0.cpu(), "base_scores0": base.scores0.cpu(),
                               "num_hypotheses": 0})
         if n0 == 0 or len(f1) == 0:
             return result
         cand = cand.cpu().numpy().astype(np.int64)
         cscores = cscores.cpu().numpy().astype(np.float64)
         if c["sources"] == "matched":
-            cand = np.where((base.matches0.numpy() > -1)[:, None], cand, -1)
-        acs = pool_affines(f0.lafs.numpy(), f1.lafs.numpy(), cand)
+            cand = np.where((base.matches0.cpu().numpy() > -1)[:, None], cand, -1)
+        acs = pool_affines(f0.lafs.cpu().numpy(), f1.lafs.cpu().numpy(), cand)
         K0 = Ks[0] if Ks[0] is not None else c["K0"]
         K1 = Ks[1] if Ks[1] is not None else c["K1"]
         g0 = gs[0] if gs[0] is not None else c["gravity0"]
@@ -211,8 +211,8 @@ class AffineGlue(Configurable):
         common = dict(gravity0=g0, gravity1=g1, min_hypotheses=c["min_hypotheses"],
                       max_hypotheses=c["max_hypotheses"], confidence=c["confidence"],
                       lo_iterations=c["lo_iterations"], seed=c["seed"])
-        kp0 = f0.keypoints.numpy().astype(np.float64)
-        kp1 = f1.keypoints.numpy().astype(np.float64)
+        kp0 = f0.keypoints.cpu().numpy().astype(np.float64)
+        kp1 = f1.keypoints.cpu().numpy().astype(np.float64)
         if c["model"] == "homography":
             est = estimate_homography_ac(
                 kp0, kp1, cand, acs, cscores, threshold_px=float(c["threshold_px"] or 3.0),
