@@ -5,11 +5,11 @@
     python benchmarks/pose_estimators.py --matches-cache /tmp/m.pkl  # reuse matches across runs
 
 Every estimator of `matchlab.geometry.pose_estimators.POSE_ESTIMATORS` (ransac, lo-ransac,
-w8pt, w8pt+ba, ransac+ba) runs on the same matches: features and matches are computed once
-per (dataset, matcher) and kept in memory (optionally pickled with --matches-cache). The
-random estimators (RANSAC-based) run with --seeds seeds and their AUC is the mean of the
-per-seed AUCs; w8pt and w8pt+ba are deterministic and run once. Baseline: `ransac`, the
-SuperGlue protocol, in the same run.
+w8pt, w8pt+ba, ransac+ba, w8pt-irls, w8pt-irls+ba) runs on the same matches: features and
+matches are computed once per (dataset, matcher) and kept in memory (optionally pickled with
+--matches-cache). The random estimators (RANSAC-based) run with --seeds seeds and their AUC
+is the mean of the per-seed AUCs; the w8pt variants are deterministic and run once.
+Baseline: `ransac`, the SuperGlue protocol, in the same run.
 
 Settings:
 - superglue_scannet_sample (15 pairs): the official SuperGlue evaluation (match_pairs.py):
@@ -17,12 +17,15 @@ Settings:
   SuperPoint nms 4, threshold 0.005, 1024 keypoints; SuperGlue indoor, 20 Sinkhorn
   iterations, match threshold 0.2; RANSAC threshold 1 px.
 - strecha_fountain_P11 (55 pairs, 3072x2048): resized to long side --strecha-size (1024 by
-  default) with cv2.INTER_AREA (antialiased), keypoints and K in that frame; SuperPoint nms 4, threshold 0.005, 2048
-  keypoints; SuperGlue outdoor, 20 Sinkhorn iterations, match threshold 0.2; RANSAC 1 px.
+  default) with cv2.INTER_AREA (antialiased), keypoints and K in that frame; SuperPoint
+  nms 4, threshold 0.005, 2048 keypoints; SuperGlue outdoor, 20 Sinkhorn iterations,
+  match threshold 0.2; RANSAC 1 px.
 - `lightglue` (DISK + LightGlue), when matchlab.registry has it: DISK with 1024 (ScanNet,
   640x480) / 2048 (Strecha) keypoints, LightGlue with its defaults.
-Time per pair: wall time of one estimator call (mean over pairs and seeds), single process;
-the machine's load average is printed.
+Time per pair: wall and CPU (process) time of one estimator call, mean over pairs and seeds,
+with --threads torch/OpenCV threads (1 by default: the problems are small, and intra-op
+threading mostly adds synchronisation, badly so on a busy machine); the load average is
+printed before and after, since wall times need an otherwise idle machine.
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ from matchlab.registry import MATCHERS
 
 DATASETS = {"scannet": "superglue_scannet_sample", "strecha": "strecha_fountain_P11"}
 THRESHOLDS = {"scannet": (5, 10, 20), "strecha": (1, 2, 5, 10, 20)}
-DETERMINISTIC = {"w8pt", "w8pt+ba"}
+DETERMINISTIC = {"w8pt", "w8pt+ba", "w8pt-irls", "w8pt-irls+ba"}
 
 
 @dataclass
@@ -69,7 +72,8 @@ def _models(matcher: str, dataset: str):
                                  match_threshold=0.2)
     if matcher == "lightglue":
         n = 1024 if dataset == "scannet" else 2048
-        return load_extractor("disk", resize=None, max_keypoints=n), load_matcher("lightglue", features="disk")
+        return (load_extractor("disk", resize=None, max_keypoints=n),
+                load_matcher("lightglue", features="disk"))
     raise ValueError(f"unknown matcher {matcher!r}")
 
 
@@ -118,20 +122,22 @@ def compute_matches(dataset: str, matcher: str, strecha_size: int) -> list[PairM
 
 def evaluate(pairs: list[PairMatches], estimator: str, seeds: list[int], thresholds,
              threshold_px: float = 1.0):
-    """(AUC per threshold in %, mean over seeds; per-pair errors [seeds, pairs]; ms per pair)."""
+    """(AUC per threshold in %, mean over seeds; per-pair errors [seeds, pairs]; wall ms per
+    pair; CPU ms per pair)."""
     fn = POSE_ESTIMATORS[estimator]
     runs = seeds[:1] if estimator in DETERMINISTIC else seeds
     errors = np.full((len(runs), len(pairs)), math.inf)
-    elapsed = 0.0
+    elapsed = cpu = 0.0
     for i, seed in enumerate(runs):
         for j, p in enumerate(pairs):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             est = fn(p.kpts0, p.kpts1, p.K0, p.K1, threshold_px=threshold_px, scores=p.scores, seed=seed)
             elapsed += time.perf_counter() - start
+            cpu += time.process_time() - start_cpu
             if est is not None:
                 errors[i, j] = pose_error(p.T_0to1, est.R, est.t)
     auc = np.mean([pose_auc(e, thresholds) for e in errors], 0) * 100
-    return auc, errors, 1000 * elapsed / errors.size
+    return auc, errors, 1000 * elapsed / errors.size, 1000 * cpu / errors.size
 
 
 def main() -> None:
@@ -146,10 +152,11 @@ def main() -> None:
     parser.add_argument("--matches-cache", type=Path, default=None,
                         help="pickle of the matches: read when present, else written")
     parser.add_argument("--per-pair", action="store_true", help="print per-pair errors too")
+    parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads of the estimators")
     args = parser.parse_args()
     matchers = args.matchers or (["superglue"] + (["lightglue"] if "lightglue" in MATCHERS else []))
     seeds = list(range(args.seeds))
-    print(f"torch {torch.__version__}, OpenCV {cv2.__version__}, threads {torch.get_num_threads()}, "
+    print(f"torch {torch.__version__}, OpenCV {cv2.__version__}, estimator threads {args.threads}, "
           f"load {os.getloadavg()[0]:.2f}")
 
     cached = {}
@@ -161,10 +168,12 @@ def main() -> None:
             if key not in cached:
                 start = time.perf_counter()
                 cached[key] = compute_matches(dataset, matcher, args.strecha_size)
-                print(f"{dataset}/{matcher}: matches in {time.perf_counter() - start:.0f} s")
-    if args.matches_cache:
-        args.matches_cache.write_bytes(pickle.dumps(cached))
+                print(f"{dataset}/{matcher}: matches in {time.perf_counter() - start:.0f} s", flush=True)
+                if args.matches_cache:
+                    args.matches_cache.write_bytes(pickle.dumps(cached))
 
+    torch.set_num_threads(args.threads)   # for the estimators (matching used the default)
+    cv2.setNumThreads(args.threads)
     for dataset in args.datasets:
         ths = THRESHOLDS[dataset]
         for matcher in matchers:
@@ -172,20 +181,22 @@ def main() -> None:
             counts = [len(p.scores) for p in pairs]
             print(f"\n{DATASETS[dataset]} / {matcher}: {len(pairs)} pairs, matches per pair "
                   f"median {int(np.median(counts))} (min {min(counts)}), seeds {len(seeds)}")
-            header = "| estimator | " + " | ".join(f"AUC@{t}" for t in ths) + " | failures | ms/pair |"
+            header = ("| estimator | " + " | ".join(f"AUC@{t}" for t in ths)
+                      + " | failed pairs | ms/pair wall | ms/pair CPU |")
             print(header)
-            print("|" + "---|" * (len(ths) + 3))
+            print("|" + "---|" * (len(ths) + 4))
             per_pair = {}
             for estimator in args.estimators:
-                auc, errors, ms = evaluate(pairs, estimator, seeds, ths)
+                auc, errors, ms, cpu_ms = evaluate(pairs, estimator, seeds, ths)
                 per_pair[estimator] = errors
                 fails = int(np.isinf(errors).sum()) / len(errors)
                 print(f"| {estimator} | " + " | ".join(f"{a:.1f}" for a in auc)
-                      + f" | {fails:.1f} | {ms:.1f} |", flush=True)
+                      + f" | {fails:.1f} | {ms:.1f} | {cpu_ms:.1f} |", flush=True)
             if args.per_pair:
                 print("per-pair errors (deg; median over seeds):")
                 for estimator, errors in per_pair.items():
                     print(f"  {estimator:10s}", " ".join(f"{e:6.2f}" for e in np.median(errors, 0)))
+    print(f"\nload {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

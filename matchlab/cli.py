@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 # Heavy modules (torch through the models, h5py through the store) are imported by the
 # handlers, so that `matchlab --help` and `matchlab weights list` start quickly.
+from .retrieval import cli_pairs as _pairs  # light: its handler imports the rest
 
 
 class CLIError(Exception):
@@ -377,6 +378,7 @@ COMMANDS: dict[str, Command] = {
                     _demo, _demo_arguments),
     "salvage": Command("rewrite a damaged HDF5 store keeping its intact items",
                        _salvage, _salvage_arguments),
+    "pairs": Command(_pairs.HELP, _pairs.run, _pairs.arguments, description=_pairs.DESCRIPTION),
 }
 
 

@@ -26,10 +26,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -149,3 +150,169 @@ def retrieval_metrics(descriptors: np.ndarray, labels: Sequence[str | None],
     result["per_query"] = [{"index": r["index"], "ap": r["ap"], "R@1": r["R@1"] if 1 in ks
                             else None} for r in rows]
     return result
+
+
+def evaluate_retrieval(method: str = "vlad", datasets: Sequence[str] = MIX_DATASETS,
+                       root: str | os.PathLike | None = None, features: str = "sift",
+                       resize: int | None = 1024, max_keypoints: int | None = 4096,
+                       work_dir: str | os.PathLike | None = None, ks: Sequence[int] = (1, 5, 10),
+                       progress: bool = True) -> dict:
+    """Recall@k and mAP of a global descriptor on the labelled mix (module docstring).
+
+    method: 'vlad' (over `features` extracted at `resize` / `max_keypoints`), 'mixvpr',
+    'mixvpr:PATH' or 'auto' (as `matchlab sfm --global`). work_dir keeps the features and
+    descriptors between runs (default: a temporary folder, removed afterwards).
+    Returns R@k, mAP, queries, per_group (per dataset), method, timings.
+    """
+    import tempfile
+
+    from ..pipeline import extract_features
+    from ..registry import load_extractor
+    from ..retrieval.select import compute_global_descriptors, read_global_descriptors
+
+    root, images = labelled_mix(datasets, root)
+    names = [im.name for im in images]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(work_dir) if work_dir is not None else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        timings = {}
+        kind = method.split(":")[0]
+        features_path = None
+        if kind in ("vlad", "auto"):
+            features_path = work / f"features-{features}-{resize}-{max_keypoints}.h5"
+            start = time.perf_counter()
+            extractor = load_extractor(features, resize=resize, max_keypoints=max_keypoints)
+            extract_features(root, names, features_path, extractor, progress=progress)
+            timings["extract_s"] = time.perf_counter() - start
+        tag = "vlad" if kind == "vlad" else kind
+        output = work / f"global-{tag}-{features}-{resize}-{max_keypoints}.h5"
+        start = time.perf_counter()
+        info = compute_global_descriptors(
+            names, image_dir=root, output=output, method=method, features=features_path,
+            vocabulary=output.with_suffix(".vocabulary.npz"), progress=progress)
+        timings["global_s"] = time.perf_counter() - start
+        _, descriptors = read_global_descriptors(output, names)
+    result = retrieval_metrics(descriptors, [im.label for im in images], ks,
+                               groups=[im.dataset for im in images])
+    result.update(method=info["method"], weights=info["weights"], features=features,
+                  resize=resize, max_keypoints=max_keypoints, images=len(images),
+                  datasets=list(datasets), timings=timings)
+    return result
+
+
+_SFM_SCENES = {"sacre_coeur": ("hloc_sacre_coeur", "mapping"),
+               "fountain": ("strecha_fountain_P11", "images")}
+
+
+def evaluate_sfm_pairs(scene: str = "sacre_coeur", k: int = 5,
+                       root: str | os.PathLike | None = None,
+                       work_dir: str | os.PathLike | None = None, features: str = "sift",
+                       matcher: str = "nn", global_descriptor: str = "auto",
+                       reuse_features: bool = False, progress: bool = True,
+                       **config) -> dict:
+    """SfM from retrieval:k pairs against SfM from exhaustive pairs, with `run_sfm`.
+
+    scene: 'sacre_coeur' (hloc_sacre_coeur, no ground truth: camera errors are measured
+    against the exhaustive model) or 'fountain' (strecha_fountain_P11: against the ground-
+    truth cameras, for both runs). reuse_features: the retrieval run starts from a copy of
+    the exhaustive run's features.h5 and matches.h5 (its pairs are a subset), so it only
+    selects pairs, builds its database and maps: faster, but its time then excludes
+    extraction and matching. config: other SfMConfig fields (e.g. camera_mode).
+    Returns {"exhaustive": row, "retrieval": row, "table": str}; a row has num_images,
+    registered, num_pairs, median/max_error_rel (error / camera extent), median_error,
+    median_rotation_error_deg (fountain), total_s, global_method.
+    """
+    import tempfile
+
+    from ..pipeline import SfMConfig, run_sfm
+    from ..sfm import align_and_compare, camera_centres, read_model
+
+    if scene not in _SFM_SCENES:
+        raise ValueError(f"scene must be one of {sorted(_SFM_SCENES)}, got {scene!r}")
+    dataset, sub = _SFM_SCENES[scene]
+    if root is not None:
+        image_dir = Path(root) / dataset / sub
+    else:
+        from ..datasets import dataset_path
+
+        image_dir = dataset_path(dataset) / sub
+    gt_centres = gt_rotations = None
+    if scene == "fountain":
+        from ..datasets import strecha_cameras
+
+        cameras = strecha_cameras(dataset)  # R camera-to-world: x ~ K R^T (X - C)
+        gt_centres = {n: c.C for n, c in cameras.items()}
+        gt_rotations = {n: c.R.T for n, c in cameras.items()}
+        config.setdefault("camera_mode", "single")  # one camera, no EXIF
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(work_dir) if work_dir is not None else Path(tmp)
+        for label, spec in (("exhaustive", "exhaustive"), ("retrieval", f"retrieval:{k}")):
+            out = work / scene / label
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True)
+            if label == "retrieval" and reuse_features:
+                for name in ("features.h5", "matches.h5"):
+                    shutil.copy(work / scene / "exhaustive" / name, out / name)
+            cfg = SfMConfig(features=features, matcher=matcher, pairs=spec,
+                            global_descriptor=global_descriptor, **config)
+            start = time.perf_counter()
+            summary = run_sfm(image_dir, out, cfg, progress=progress, log=lambda m: None,
+                              plots=0, report=False)
+            elapsed = time.perf_counter() - start
+            rec = read_model(out / "sparse")
+            pairs = (out / "pairs.txt").read_text().splitlines()
+            row = {"pairs": spec, "num_images": summary["num_input_images"],
+                   "registered": summary["num_reg_images"], "num_pairs": len(pairs),
+                   "num_points3D": summary["num_points3D"], "total_s": elapsed,
+                   "global_method": None}
+            if label == "retrieval":
+                record = _global_record(out / "global.h5")
+                row["global_method"] = record.get("method")
+            if gt_centres is not None:
+                reference, ref_rot = gt_centres, gt_rotations
+            elif label == "exhaustive":
+                reference = ref_rot = None
+                exhaustive_centres = camera_centres(rec)
+            else:
+                reference, ref_rot = exhaustive_centres, None
+            if reference is not None:
+                cmp = align_and_compare(rec, reference, ref_rot)
+                row.update(median_error=cmp["median_error"], max_error=cmp["max_error"],
+                           median_error_rel=cmp["median_error_rel"],
+                           max_error_rel=cmp["max_error_rel"],
+                           error_reference="ground truth" if gt_centres else "exhaustive model")
+                if "median_rotation_error_deg" in cmp:
+                    row["median_rotation_error_deg"] = cmp["median_rotation_error_deg"]
+            else:
+                row.update(median_error=0.0, max_error=0.0, median_error_rel=0.0,
+                           max_error_rel=0.0, error_reference="itself (no ground truth)")
+            rows[label] = row
+    return {"scene": scene, "k": k, "features": features, "matcher": matcher, **rows,
+            "table": _sfm_table(scene, rows)}
+
+
+def _global_record(path: Path) -> dict:
+    from ..retrieval.select import GLOBAL_RECORD
+    from ..store import GlobalStore
+
+    if not path.exists():
+        return {}
+    with GlobalStore(path, "r") as store:
+        text = store.file.attrs.get(GLOBAL_RECORD)
+    return json.loads(text) if text else {}
+
+
+def _sfm_table(scene: str, rows: dict) -> str:
+    head = f"{'pairs':<14} {'#pairs':>6} {'registered':>10} {'med err rel':>11} " \
+           f"{'max err rel':>11} {'time s':>7}  global"
+    lines = [f"{scene}: camera error vs {rows['exhaustive']['error_reference']}"
+             if scene == "fountain" else
+             f"{scene}: camera error of the retrieval model vs the exhaustive model", head]
+    for row in rows.values():
+        lines.append(f"{row['pairs']:<14} {row['num_pairs']:>6} "
+                     f"{row['registered']:>4} / {row['num_images']:<3} "
+                     f"{row['median_error_rel']:>11.5f} {row['max_error_rel']:>11.5f} "
+                     f"{row['total_s']:>7.1f}  {row['global_method'] or '-'}")
+    return "\n".join(lines)

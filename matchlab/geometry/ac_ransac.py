@@ -16,8 +16,11 @@ Algorithm:
    (MSAC is the maximum-likelihood score under Gaussian inlier noise truncated at thr; it
    replaces StereoGlue's MAGSAC++ marginalisation over sigma, which needs incomplete-gamma
    tables; both reward low residuals and saturate at thr.)
-3. Local optimisation whenever the best score improves: iterated weighted least squares on
-   the guided inliers (DLT / 8-point) with the threshold shrinking from 4x to 1x (the
+3. Local optimisation from the batch's best minimal model whenever it is the best so far,
+   and from the batch's best minimal model at 4x the threshold whenever that loose score is
+   the best so far (the minimal model of a noisy AC is often only roughly right: gating LO on
+   the tight score alone lost the right model on graf). LO: iterated weighted least squares on
+   the guided inliers (DLT / 8-point) with the threshold going 4x, 4x, 4x, 2x, 1x (the
    minimal model of a noisy AC is only roughly right; for essential matrices preceded by a
    5-point RANSAC (OpenCV) on the pairs within 4x the threshold, because epipolar bands admit
    many outliers at that width), then nested RANSAC: `lo_iterations` subsets of
@@ -131,21 +134,34 @@ class _HomographyProblem(_Problem):
         return homography_dlt(self.x0[src], self.x1[dst], weights)
 
 
+def _tilt(pitch_deg: float, roll_deg: float) -> np.ndarray:
+    """Rotation about the camera's x axis (pitch) then its z axis (roll), degrees."""
+    a, b = np.radians(pitch_deg), np.radians(roll_deg)
+    Rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    Rz = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
+    return Rz @ Rx
+
+
 class _EssentialProblem(_Problem):
     sample_size = 8
 
-    def __init__(self, kpts0, kpts1, cand, acs, K0, K1, G0, G1):
+    def __init__(self, kpts0, kpts1, cand, acs, K0, K1, G0, G1, tilts=(0.0,)):
         self.n0 = (kpts0 - K0[:2, 2]) / K0[[0, 1], [0, 1]]
         self.n1 = (kpts1 - K1[:2, 2]) / K1[[0, 1], [0, 1]]
         self.pool1 = np.where((cand >= 0)[..., None], self.n1[np.clip(cand, 0, None)], np.nan)
         self.acs = normalize_affine(acs, K0, K1)
-        self.G0, self.G1 = G0, G1
+        self.G0 = G0
+        # gravity hypotheses for camera 1: its prior tilted by pitch / roll on a grid
+        self.G1s = [G1 @ _tilt(a, b) for a in tilts for b in tilts]
         self.f = float(np.mean([K0[0, 0], K0[1, 1], K1[0, 0], K1[1, 1]]))
 
     def minimal(self, src, slot):
-        R, t, _ = essential_1ac_gravity(self.n0[src], self.pool1[src, slot], self.acs[src, slot],
-                                        self.G0, self.G1)
-        return essential_from_pose(R, t)
+        out = []
+        for G1 in self.G1s:
+            R, t, _ = essential_1ac_gravity(self.n0[src], self.pool1[src, slot],
+                                            self.acs[src, slot], self.G0, G1)
+            out.append(essential_from_pose(R, t))
+        return np.concatenate(out)
 
     def residuals(self, models):
         return sampson_sq(models, self.n0[:, None, :], self.pool1) * self.f ** 2
@@ -177,24 +193,31 @@ def _guided(r: np.ndarray, thr2: float) -> tuple[np.ndarray, np.ndarray, np.ndar
     return gain.sum(1), np.where(has, slot, -1), np.where(has, rf, np.inf)
 
 
-LO_THRESHOLD_SCHEDULE = (4.0, 2.0, 1.0, 1.0, 1.0)
+LO_THRESHOLD_SCHEDULE = (4.0, 4.0, 4.0, 2.0, 1.0)
 
 
 class _Search:
     def __init__(self, problem: _Problem, cand: np.ndarray, thr_px: float, rng, lo_iterations: int):
         self.p, self.cand, self.thr2 = problem, cand, thr_px ** 2
+        self.loose2 = self.thr2 * LO_THRESHOLD_SCHEDULE[0] ** 2
         self.rng, self.lo_iterations = rng, lo_iterations
         self.best_model, self.best_score = None, -np.inf
         self.best_slot = None
         self._last_res = None  # [N0] residuals of the best model's guided inliers (inf: none)
+        self.best_loose = -np.inf  # best loose-threshold score of a minimal model sent to LO
         self.lo_runs = 0
 
-    def score(self, models: np.ndarray, chunk: int = 128):
-        scores, slots, res = [], [], []
+    def score(self, models: np.ndarray, chunk: int = 128, loose: bool = False):
+        """(score, slot, residual) at the threshold, and the scores at 4x it when `loose`."""
+        scores, slots, res, looses = [], [], [], []
         for s in range(0, len(models), chunk):
-            sc, sl, rs = _guided(self.p.residuals(models[s:s + chunk]), self.thr2)
+            r = self.p.residuals(models[s:s + chunk])
+            sc, sl, rs = _guided(r, self.thr2)
             scores.append(sc), slots.append(sl), res.append(rs)
-        return np.concatenate(scores), np.concatenate(slots), np.concatenate(res)
+            if loose:
+                looses.append(_guided(r, self.loose2)[0])
+        out = np.concatenate(scores), np.concatenate(slots), np.concatenate(res)
+        return out + (np.concatenate(looses),) if loose else out
 
     def pairs(self, slot: np.ndarray, res: np.ndarray):
         """(src, dst, residual^2) of the guided inliers of one model."""
@@ -202,14 +225,24 @@ class _Search:
         return src, self.cand[src, slot[src]], res[src]
 
     def consider(self, models: np.ndarray) -> None:
+        """Score a batch of minimal models; local optimisation from the batch's best model
+        at the threshold when it is the best so far, and from the batch's best model at 4x
+        the threshold when that beats every model sent to LO so far (a minimal model from a
+        noisy AC is often right only roughly, which the loose score sees)."""
         models = models[np.isfinite(models).all((1, 2))]
         if len(models) == 0:
             return
-        sc, sl, rs = self.score(models)
+        sc, sl, rs, loose = self.score(models, loose=True)
         b = int(np.argmax(sc))
         if sc[b] > self.best_score:
             self.best_model, self.best_score, self.best_slot = models[b], sc[b], sl[b]
-            self.local_optimisation(rs[b])
+            self._last_res = rs[b]
+            self.best_loose = max(self.best_loose, loose[b])
+            self.local_optimisation(models[b])
+        b = int(np.argmax(loose))
+        if loose[b] > self.best_loose:
+            self.best_loose = loose[b]
+            self.local_optimisation(models[b])
 
     def _try(self, model) -> bool:
         if model is None or not np.isfinite(model).all():
@@ -221,30 +254,30 @@ class _Search:
             return True
         return False
 
-    def local_optimisation(self, res: np.ndarray) -> None:
+    def local_optimisation(self, start: np.ndarray) -> None:
+        """LO from the model `start`; every model it fits replaces the best one if it scores
+        better at the threshold."""
         self.lo_runs += 1
-        self._last_res = res
-        # iterated least squares with a shrinking threshold (LO-RANSAC's ILSQ): a minimal
-        # model from a noisy AC or a wrong gravity prior is only roughly right, so its guided
-        # inliers are first collected at 4x the threshold
         # a robust fit on the pairs within the loosest threshold (essential matrices only)
-        loose = self.thr2 * LO_THRESHOLD_SCHEDULE[0] ** 2
-        _, sl, rs = _guided(self.p.residuals(self.best_model[None]), loose)
+        _, sl, rs = _guided(self.p.residuals(start[None]), self.loose2)
         src, dst, _ = self.pairs(sl[0], rs[0])
         for model in self.p.robust_fit(src, dst, np.sqrt(self.thr2)):
             self._try(model)
-        model = self.best_model
-        for mult in LO_THRESHOLD_SCHEDULE:
-            _, sl, rs = _guided(self.p.residuals(model[None]), self.thr2 * mult ** 2)
-            src, dst, r = self.pairs(sl[0], rs[0])
-            if len(src) < self.p.sample_size:
-                break
-            fitted = self.p.fit(src, dst, 1.0 - r / (self.thr2 * mult ** 2) + 1e-3)
-            if fitted is None or not np.isfinite(fitted).all():
-                break
-            model = fitted
-            self._try(model)
-        # nested RANSAC on subsets of the inliers
+        # iterated least squares with a shrinking threshold (LO-RANSAC's ILSQ): a minimal
+        # model from a noisy AC or a wrong gravity prior is only roughly right, so its guided
+        # inliers are first collected at 4x the threshold
+        for model in ([start, self.best_model] if self.best_model is not start else [start]):
+            for mult in LO_THRESHOLD_SCHEDULE:
+                _, sl, rs = _guided(self.p.residuals(model[None]), self.thr2 * mult ** 2)
+                src, dst, r = self.pairs(sl[0], rs[0])
+                if len(src) < self.p.sample_size:
+                    break
+                fitted = self.p.fit(src, dst, 1.0 - r / (self.thr2 * mult ** 2) + 1e-3)
+                if fitted is None or not np.isfinite(fitted).all():
+                    break
+                model = fitted
+                self._try(model)
+        # nested RANSAC on subsets of the best model's inliers
         size = 7 * self.p.sample_size
         src, dst, _ = self.pairs(self.best_slot, self._last_res)
         if len(src) <= size:
@@ -365,16 +398,20 @@ def estimate_essential_ac(kpts0, kpts1, candidates, acs, K0, K1, scores=None, *,
                           threshold_px: float = 1.0, gravity0=None, gravity1=None,
                           min_hypotheses: int = 100, max_hypotheses: int = 2000,
                           confidence: float = 0.999, lo_iterations: int = 20,
-                          batch_size: int = 64, refine: bool = True,
+                          batch_size: int = 64, refine: bool = True, tilt_grid_deg=(0.0,),
                           seed: int = 0) -> ACRansacResult | None:
     """Essential matrix and relative pose from candidate pools with the 1AC + gravity solver.
 
     K0, K1: [3, 3] intrinsics (pixels); threshold_px: on the Sampson distance times the mean
-    focal. Returns None when no model has >= 8 guided inliers or no pose passes cheirality."""
+    focal. tilt_grid_deg: relative pitch / roll offsets (degrees) tried on camera 1's gravity,
+    e.g. (-40, -20, 0, 20, 40): a grid of gravity hypotheses for when the prior is unreliable
+    (every AC is solved once per grid cell). Returns None when no model has >= 8 guided
+    inliers or no pose passes cheirality."""
     kpts0, kpts1, cand, scores, acs, valid = _prepare(kpts0, kpts1, candidates, scores, acs)
     K0, K1 = np.asarray(K0, dtype=np.float64), np.asarray(K1, dtype=np.float64)
     problem = _EssentialProblem(kpts0, kpts1, cand, acs, K0, K1,
-                                gravity_rotation(gravity0), gravity_rotation(gravity1))
+                                gravity_rotation(gravity0), gravity_rotation(gravity1),
+                                tuple(float(a) for a in tilt_grid_deg))
     search, tried, n_models = _run(problem, cand, scores, valid, threshold_px=threshold_px,
                                    min_hypotheses=min_hypotheses, max_hypotheses=max_hypotheses,
                                    confidence=confidence, lo_iterations=lo_iterations,

@@ -419,7 +419,8 @@ def bundle_adjust_two_view(x0: Tensor, x1: Tensor, R: Tensor, t: Tensor,
         A0 = wj * J0                                                      # d r0 / d Y  [B, M, 2, 3]
         A1 = wj * (J1 @ R[:, None])                                       # d r1 / d Y
         Bt = _sphere_basis(t)
-        P = torch.cat([-(J1 @ skew(p1 - t[:, None])), J1 @ Bt[:, None]], -1) * wj  # d r1 / d pose [B, M, 2, 5]
+        # d r1 / d pose [B, M, 2, 5]: rotation (left perturbation) then the sphere tangent of t
+        P = torch.cat([-(J1 @ skew(p1 - t[:, None])), J1 @ Bt[:, None]], -1) * wj
         Hpp = (P.transpose(-2, -1) @ P).sum(1)                            # [B, 5, 5]
         gp = (P.transpose(-2, -1) @ r1[..., None]).sum(1)                 # [B, 5, 1]
         Hll = A0.transpose(-2, -1) @ A0 + A1.transpose(-2, -1) @ A1       # [B, M, 3, 3]

@@ -92,7 +92,8 @@ class AffineGlue(Configurable):
     essential), minimal (homography hypotheses: "auto" = "gravity" when a gravity direction
     is given, else "affine"; "gravity"; "affine"; "both"), K0, K1, gravity0,
     gravity1 (defaults for the call arguments), min_hypotheses, max_hypotheses, confidence,
-    lo_iterations, seed.
+    lo_iterations, tilt_grid_deg (essential: pitch / roll offsets in degrees tried around the
+    gravity prior, e.g. (-45, -30, -15, 0, 15, 30, 45); (0,) trusts the prior), seed.
     """
 
     default_conf: ClassVar[dict[str, Any]] = {
@@ -112,6 +113,7 @@ class AffineGlue(Configurable):
         "max_hypotheses": 2000,
         "confidence": 0.999,
         "lo_iterations": 20,
+        "tilt_grid_deg": (0.0,),
         "seed": 0,
     }
     needs_intrinsics: ClassVar[bool] = True  # forward accepts K0 / K1
@@ -222,7 +224,8 @@ class AffineGlue(Configurable):
             K0 = default_intrinsics(f0.image_size) if K0 is None else K0
             K1 = default_intrinsics(f1.image_size) if K1 is None else K1
             est = estimate_essential_ac(kp0, kp1, cand, acs, K0, K1, cscores,
-                                        threshold_px=float(c["threshold_px"] or 1.0), **common)
+                                        threshold_px=float(c["threshold_px"] or 1.0),
+                                        tilt_grid_deg=tuple(c["tilt_grid_deg"]), **common)
         if est is None:
             return result
         src, dst = est.matches[:, 0], est.matches[:, 1]

@@ -192,6 +192,8 @@ class LightGlue(Configurable):
       precision: "auto" | "float32" | "bfloat16" | "float16": dtype of the transformer's
                matmuls and attention (mixed precision; the residual stream, heads and the
                assignment stay float32). "auto" is float32 on the CPU and float16 on CUDA.
+               (CPUs without bf16/fp16 units run the reduced precisions tens of times slower:
+               200 keypoints in bfloat16 took minutes on our 2-core CI machine.)
       rotations: angles (multiples of 90, clockwise) tried for image 1: its keypoints are
                rotated before matching, and the rotation with the most matches is kept
                (``extras["rotation"]``). Useful with rotation-invariant descriptors (SIFT).

@@ -1,0 +1,143 @@
+"""`matchlab pairs`: write a pairs file (exhaustive, sequential, retrieval, sequential+retrieval).
+
+    matchlab pairs pairs.txt --descriptors global.h5 --pairs retrieval:20       # hloc's input
+    matchlab pairs pairs.txt --image-dir images --descriptors global.h5 \\
+        --pairs retrieval:20 --global mixvpr --weights MixVPR.ckpt   # compute, then select
+    matchlab pairs pairs.txt --image-dir images --features features.h5 \\
+        --descriptors global.h5 --pairs sequential:5+retrieval:10 --global vlad # video
+
+Registered in matchlab.cli.COMMANDS as Command(HELP, run, arguments, description=DESCRIPTION).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HELP = "select image pairs (exhaustive, sequential, retrieval) into a pairs file"
+DESCRIPTION = (
+    "Write the pairs of SPEC (--pairs) into OUTPUT (one 'name0 name1' per line, hloc's format, "
+    "each pair once in either order). retrieval:K pairs every image with its K most similar "
+    "images by global descriptor, from --descriptors (an hloc global-descriptor file); with "
+    "--image-dir, images missing from that file are computed into it first (resumable): "
+    "MixVPR (--global mixvpr, --weights PATH) or VLAD of the local features in --features "
+    "(--global vlad; auto = mixvpr if a checkpoint is found, else vlad). Top-K runs in chunks, "
+    "so 100,000 images never build an N x N matrix.")
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("output", type=Path, help="pairs file to write")
+    p.add_argument("--pairs", default="retrieval:20", metavar="SPEC",
+                   help="exhaustive | sequential:N | retrieval:K | sequential:N+retrieval:K")
+    p.add_argument("--descriptors", type=Path, default=None,
+                   help="global descriptors (hloc layout); names = its images unless "
+                        "--image-dir is given (default with --image-dir: "
+                        "OUTPUT's folder/global.h5)")
+    p.add_argument("--image-dir", type=Path, default=None,
+                   help="image folder: its images are the names, and missing global "
+                        "descriptors are computed")
+    p.add_argument("--global", dest="global_descriptor", default="auto",
+                   choices=["auto", "mixvpr", "vlad"], help="global descriptor to compute")
+    p.add_argument("--weights", type=Path, default=None, help="MixVPR checkpoint (.ckpt)")
+    p.add_argument("--features", type=Path, default=None,
+                   help="local features file (for --global vlad)")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="drop retrieval pairs with a lower similarity (hloc uses 0; do not "
+                        "with VLAD, whose similarities are centred on 0)")
+    p.add_argument("--query-prefix", nargs="+", default=None, help="query names start with")
+    p.add_argument("--query-list", type=Path, default=None, help="file of query names")
+    p.add_argument("--db-prefix", nargs="+", default=None, help="database names start with")
+    p.add_argument("--db-list", type=Path, default=None, help="file of database names")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import CLIError
+    from .pairs import PairsFileError, dedupe_pairs, sequential_pairs, write_pairs_file
+    from .select import (compute_global_descriptors, parse_spec, read_global_descriptors,
+                         retrieval_pairs)
+
+    start = time.perf_counter()
+    try:
+        parts = parse_spec(args.pairs)
+    except PairsFileError as e:
+        raise CLIError(str(e)) from None
+    if parts[0][0] == "file":
+        raise CLIError("--pairs file:PATH is already a pairs file; nothing to select")
+    needs_global = any(kind == "retrieval" for kind, _ in parts)
+    descriptors_path = args.descriptors
+    names: list[str]
+    computed = None
+    if args.image_dir is not None:
+        from ..images import list_images
+
+        try:
+            names = list_images(args.image_dir)
+        except FileNotFoundError as e:
+            raise CLIError(str(e)) from None
+        if not names:
+            raise CLIError(f"no images found in {args.image_dir}")
+        if needs_global:
+            descriptors_path = descriptors_path or args.output.parent / "global.h5"
+            method = args.global_descriptor
+            if args.weights is not None:
+                if method == "vlad":
+                    raise CLIError("--weights is a MixVPR checkpoint; it makes no sense with "
+                                   "--global vlad")
+                method = f"mixvpr:{args.weights}"
+            try:
+                computed = compute_global_descriptors(
+                    names, image_dir=args.image_dir, output=descriptors_path, method=method,
+                    features=args.features, progress=True,
+                    log=lambda m: print(m, file=sys.stderr))
+            except (FileNotFoundError, ValueError) as e:
+                raise CLIError(str(e)) from None
+    elif descriptors_path is not None:
+        if not descriptors_path.is_file():
+            raise CLIError(f"global descriptor file not found: {descriptors_path}")
+        names = None  # all of the file's
+    else:
+        raise CLIError("give --descriptors (an hloc global-descriptor file) or --image-dir")
+
+    descriptors = None
+    if needs_global:
+        try:
+            names, descriptors = read_global_descriptors(descriptors_path, names)
+        except (KeyError, ValueError) as e:
+            raise CLIError(f"{descriptors_path}: {e}") from None
+    elif names is None:
+        names, _ = read_global_descriptors(descriptors_path, half=True)
+    pairs = []
+    counts = []
+    for kind, arg in parts:
+        if kind == "exhaustive":
+            new = [(names[i], names[j]) for i in range(len(names))
+                   for j in range(i + 1, len(names))]
+        elif kind == "sequential":
+            new = sequential_pairs(names, int(arg))
+        else:
+            try:
+                new = retrieval_pairs(names, descriptors, int(arg), min_score=args.min_score,
+                                      query_prefix=_prefix(args.query_prefix),
+                                      query_list=args.query_list,
+                                      db_prefix=_prefix(args.db_prefix), db_list=args.db_list)
+            except ValueError as e:
+                raise CLIError(str(e)) from None
+        counts.append((f"{kind}:{arg}" if arg is not None else kind, len(new)))
+        pairs += new
+    pairs = dedupe_pairs(pairs)
+    write_pairs_file(args.output, pairs)
+    print(f"pairs: {len(names)} images -> {args.output}")
+    if computed is not None:
+        print(f"  global {computed['method']:<8} computed {computed['done']}, already there "
+              f"{computed['already']} ({descriptors_path})")
+    for label, count in counts:
+        print(f"  {label:<16} {count:>8} pairs")
+    print(f"  {'written':<16} {len(pairs):>8} unique pairs in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _prefix(values):
+    if values is None:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
