@@ -33,9 +33,10 @@ __all__ = ["DatabaseError", "CAMERA_MODES", "create_database", "verify", "read_i
 
 CAMERA_MODES = ("auto", "single", "per_folder", "per_image")
 
-# hloc's choice for learned matches (many outliers): more RANSAC trials, lower inlier ratio.
+# hloc's choice for learned matches (many outliers): more RANSAC trials, lower inlier ratio;
+# and a fixed seed (COLMAP's default -1 seeds from the clock, so reruns differed).
 DEFAULT_VERIFICATION_OPTIONS: dict[str, Any] = {
-    "ransac": {"max_num_trials": 20000, "min_inlier_ratio": 0.1},
+    "ransac": {"max_num_trials": 20000, "min_inlier_ratio": 0.1, "random_seed": 0},
 }
 
 
@@ -249,7 +250,8 @@ def verify(db_path: str | os.PathLike,
              Every requested pair must have matches in the database.
     options: `pycolmap.TwoViewGeometryOptions` fields (nested / dotted / flat keys, see
              matchlab.sfm.options) over hloc's defaults DEFAULT_VERIFICATION_OPTIONS
-             (ransac.max_num_trials=20000, ransac.min_inlier_ratio=0.1), or an options
+             (ransac.max_num_trials=20000, ransac.min_inlier_ratio=0.1,
+             ransac.random_seed=0), or an options
              object used as is.
 
     num_threads: threads of pycolmap.geometric_verification (-1: all), used when pairs is
