@@ -193,9 +193,12 @@ def _match(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot read pairs file {args.pairs}: {e}") from None
     if not pairs:
         raise CLIError(f"{args.pairs} holds no pairs")
-    matcher = load_matcher(args.matcher, **conf)  # bad options fail before any work
     with FeatureStore(args.features, mode="r") as features:
         known = {name: name in features for n0, n1, _ in pairs for name in (n0, n1)}
+        record = features.file.attrs.get("matchlab_extractor")
+    # LightGlue's weights depend on the extractor: take it from the features file's record
+    extractor_name = json.loads(record).get("name") if record else None
+    matcher = load_matcher(args.matcher, for_features=extractor_name, **conf)  # fail early
     missing: dict[str, int] = {}
     for n0, n1, number in pairs:
         for name in (n0, n1):

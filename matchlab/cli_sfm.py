@@ -85,28 +85,78 @@ EVAL_DATASETS = {
 }
 
 
+RETRIEVAL_BENCHMARKS = ("retrieval", "sfm-pairs")
+
+
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("benchmark", choices=[*EVAL_DATASETS, "all"],
+    p.add_argument("benchmark", choices=[*EVAL_DATASETS, "all", *RETRIEVAL_BENCHMARKS],
                    help="homography (oxford_graf, evd), pose (ScanNet sample, Strecha pairs), "
-                        "reconstruction (Strecha vs ground-truth cameras), or all three")
+                        "reconstruction (Strecha vs ground-truth cameras), or all three; "
+                        "retrieval (Recall@k / mAP of a global descriptor on the labelled "
+                        "mix of sample datasets); sfm-pairs (sfm from retrieval:K pairs vs "
+                        "exhaustive pairs on sacre_coeur and fountain)")
     _model_arguments(p, resize_default=None)
     p.add_argument("--resize", type=int, default=None,
                    help="long side in px for homography (default 640) and reconstruction "
                         "(default 1024); the pose protocol fixes its own sizes (ScanNet "
                         "640x480, Strecha long side 1024)")
-    p.add_argument("--dataset", nargs="+", help="subset of the benchmark's datasets")
+    p.add_argument("--dataset", nargs="+",
+                   help="subset of the benchmark's datasets (sfm-pairs: sacre_coeur, fountain)")
     p.add_argument("--estimator", nargs="+", default=None,
                    help="robust estimators, default ransac (pose: any of `matchlab.geometry."
                         "pose_estimators.POSE_ESTIMATORS`; homography: ransac, lo-ransac; "
-                        "names a benchmark does not know are left out of it)")
+                        "both: `matcher`, the model a matcher such as affineglue estimated "
+                        "itself; names a benchmark does not know are left out of it)")
     p.add_argument("--seeds", type=int, default=5, help="RANSAC runs averaged per pair (pose)")
+    p.add_argument("--global", dest="global_descriptor", default="auto",
+                   help="retrieval / sfm-pairs: global descriptor, auto | vlad | mixvpr | "
+                        "mixvpr:PATH (auto: MixVPR when a checkpoint is found, else VLAD)")
+    p.add_argument("--k", type=int, default=5, help="sfm-pairs: K of retrieval:K")
     p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     p.add_argument("--output", type=Path, default=Path("outputs/eval"),
                    help="folder for the JSON results (and reconstruction work files)")
 
 
+def _eval_retrieval(args: argparse.Namespace) -> int:
+    """`matchlab eval retrieval | sfm-pairs` (matchlab.evaluation.retrieval)."""
+    from .evaluation import retrieval as ev
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    keypoints = {} if args.max_keypoints is None else {"max_keypoints": args.max_keypoints}
+    if args.benchmark == "retrieval":
+        resize = {} if args.resize is None else {"resize": args.resize or None}
+        mix = {} if not args.dataset else {"datasets": args.dataset}
+        result = ev.evaluate_retrieval(args.global_descriptor, features=args.features, **mix,
+                                       work_dir=args.output / "retrieval", **resize, **keypoints)
+        print(f"global descriptor {result['method']} ({result['images']} images, "
+              f"{result['queries']} queries): "
+              + "  ".join(f"{k} {result[k]:.3f}" for k in ("R@1", "R@5", "R@10", "mAP")))
+        for group, numbers in sorted(result["per_group"].items()):
+            print(f"  {group:<32} R@1 {numbers['R@1']:.3f}  mAP {numbers['mAP']:.3f}")
+        results = [result]
+    else:
+        scenes = args.dataset or ["sacre_coeur", "fountain"]
+        results = []
+        for scene in scenes:
+            result = ev.evaluate_sfm_pairs(
+                scene, k=args.k, work_dir=args.output / "sfm_pairs", features=args.features,
+                matcher=args.matcher, global_descriptor=args.global_descriptor,
+                matcher_conf=_parse_conf(args.matcher_conf, "--matcher-conf"),
+                extractor_conf=_parse_conf(args.extractor_conf, "--extractor-conf"),
+                **({} if args.resize is None else {"resize": args.resize or None}), **keypoints)
+            print(result["table"], flush=True)
+            results.append(result)
+    path = args.output / f"eval_{args.benchmark}_{args.features}_{args.global_descriptor}.json"
+    path.write_text(json.dumps(results, indent=1, default=str))
+    print(f"results written to {path}", file=sys.stderr)
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     import torch
+
+    if args.benchmark in RETRIEVAL_BENCHMARKS:
+        return _eval_retrieval(args)
 
     from .evaluation.report import format_table
     from .registry import load_extractor, load_matcher
@@ -117,7 +167,7 @@ def _eval(args: argparse.Namespace) -> int:
         extractor_conf["max_keypoints"] = args.max_keypoints
     matcher_conf = _parse_conf(args.matcher_conf, "--matcher-conf")
     device = _device(args.device)
-    matcher = load_matcher(args.matcher, **matcher_conf).to(device)
+    matcher = load_matcher(args.matcher, for_features=args.features, **matcher_conf).to(device)
     estimators = args.estimator or ["ransac"]
     tag = f"{args.features}+{args.matcher}"
     args.output.mkdir(parents=True, exist_ok=True)
@@ -135,8 +185,8 @@ def _eval(args: argparse.Namespace) -> int:
                 from .geometry.estimators import HOMOGRAPHY_ESTIMATORS
 
                 new = evaluate_homography(dataset, extractor, matcher,
-                                          [e for e in estimators if e in HOMOGRAPHY_ESTIMATORS]
-                                          or ["ransac"])
+                                          [e for e in estimators if e in HOMOGRAPHY_ESTIMATORS
+                                           or e == "matcher"] or ["ransac"])
             elif benchmark == "pose":
                 from .evaluation.pose import evaluate_pose
 

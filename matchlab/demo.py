@@ -12,8 +12,8 @@ from pathlib import Path
 
 from .pipeline import SfMConfig, run_sfm
 
-DEMO_CONFIG = SfMConfig(features="superpoint", matcher="superglue",
-                        matcher_conf={"weights": "outdoor"}, max_keypoints=2048)
+# DISK + LightGlue (issue 5): registers all 10 images; see README "Measured results".
+DEMO_CONFIG = SfMConfig(features="disk", matcher="lightglue", max_keypoints=2048)
 
 
 def run_demo(output_dir: str | Path = "outputs/demo", config: SfMConfig = DEMO_CONFIG,

@@ -245,7 +245,8 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
 
     extractor = load_extractor(config.features, **{"resize": config.resize,
                                "max_keypoints": config.max_keypoints, **config.extractor_conf})
-    matcher = load_matcher(config.matcher, **config.matcher_conf)  # bad options fail early
+    matcher = load_matcher(config.matcher, for_features=config.features,
+                           **config.matcher_conf)  # bad options fail early
     if device is not None:
         extractor, matcher = extractor.to(device), matcher.to(device)
     candidates = [n for n in names if n not in skipped]

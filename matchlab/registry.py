@@ -73,6 +73,14 @@ def load_extractor(name: str, **conf: Any):
     return resolve("extractor", name)(**conf).eval()
 
 
-def load_matcher(name: str, **conf: Any):
-    """A matcher by registry name, e.g. `load_matcher("nn", ratio_threshold=0.8)`."""
-    return resolve("matcher", name)(**conf).eval()
+def load_matcher(name: str, for_features: str | None = None, **conf: Any):
+    """A matcher by registry name, e.g. `load_matcher("nn", ratio_threshold=0.8)`.
+
+    for_features: the extractor name the features come from; a matcher whose weights depend
+    on it (a `features` option, e.g. LightGlue, AffineGlue's base) gets it unless conf sets
+    `features` itself: `load_matcher("lightglue", for_features="disk")`.
+    """
+    cls = resolve("matcher", name)
+    if for_features is not None and "features" in cls.default_conf:
+        conf.setdefault("features", for_features)
+    return cls(**conf).eval()

@@ -6,7 +6,8 @@ For each image pair with a ground-truth homography H (x1 ~ H x0):
   between the image-0 corners mapped by the estimate and by H (LightGlue's HPatches
   protocol); AUC of that corner error at 1 / 3 / 5 px (failures count as infinite error).
 Features are extracted once per image and matched once per pair; every estimator in
-`estimators` runs on the same matches.
+`estimators` runs on the same matches; "matcher" scores the homography the matcher
+estimated itself (AffineGlue: extras["H"]).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from ..geometry.estimators import HOMOGRAPHY_ESTIMATORS
 from ..geometry.homography import corner_error, reprojection_errors
 from .metrics import error_auc
+from .pose import MATCHER_ESTIMATOR
 
 
 def evaluate_homography(dataset: str, extractor, matcher, estimators: Sequence[str] = ("ransac",),
@@ -28,7 +30,7 @@ def evaluate_homography(dataset: str, extractor, matcher, estimators: Sequence[s
     (precision, mean matches, auc@Xpx as fractions, times, per-pair rows)."""
     from ..datasets.readers import homography_pairs
 
-    unknown = [e for e in estimators if e not in HOMOGRAPHY_ESTIMATORS]
+    unknown = [e for e in estimators if e not in HOMOGRAPHY_ESTIMATORS and e != MATCHER_ESTIMATOR]
     if unknown:
         raise ValueError(f"unknown homography estimator(s) {unknown}; available: "
                          f"{', '.join(HOMOGRAPHY_ESTIMATORS)}")
@@ -43,7 +45,8 @@ def evaluate_homography(dataset: str, extractor, matcher, estimators: Sequence[s
     for pair in tqdm(homography_pairs(dataset), desc=f"homography {dataset}", disable=not progress):
         feats0, feats1 = features(pair.image0), features(pair.image1)
         start = time.perf_counter()
-        idx = matcher(feats0, feats1).pairs().numpy()
+        result = matcher(feats0, feats1)
+        idx = result.pairs().numpy()
         t_match = time.perf_counter() - start
         points0 = feats0.keypoints.numpy()[idx[:, 0]].astype(np.float64)
         points1 = feats1.keypoints.numpy()[idx[:, 1]].astype(np.float64)
@@ -53,7 +56,11 @@ def evaluate_homography(dataset: str, extractor, matcher, estimators: Sequence[s
                "time_match_s": t_match, "corner_error_px": {}, "time_estimate_s": {}}
         for name in estimators:
             start = time.perf_counter()
-            H_est = HOMOGRAPHY_ESTIMATORS[name](points0, points1, ransac_px, seed=seed)
+            if name == MATCHER_ESTIMATOR:  # the matcher's own estimate (AffineGlue)
+                H_est = result.extras.get("H")
+                H_est = None if H_est is None else np.asarray(H_est, dtype=np.float64)
+            else:
+                H_est = HOMOGRAPHY_ESTIMATORS[name](points0, points1, ransac_px, seed=seed)
             row["time_estimate_s"][name] = time.perf_counter() - start
             row["corner_error_px"][name] = (np.inf if H_est is None else
                                             corner_error(H_est, pair.H, feats0.image_size))

@@ -25,12 +25,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..geometry.pose_estimators import get_pose_estimator
+from ..geometry.pose_estimators import PoseEstimate, get_pose_estimator
 from ..geometry.relative_pose import epipolar_error, pose_error, scale_intrinsics
 from ..images import ImageError, array_to_tensor, target_size
 from .metrics import error_auc
 
 THRESHOLDS_DEG = (1, 2, 5, 10, 20)
+# estimator name for "the pose the matcher estimated itself" (AffineGlue: extras R, t)
+MATCHER_ESTIMATOR = "matcher"
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
     """Run `extractor` + `matcher` on every pose pair of `dataset` and score each estimator.
 
     The extractor must be built with resize=None: the protocol resizes the images itself.
+    A matcher with `needs_intrinsics` (AffineGlue) gets K0 / K1, and the estimator name
+    "matcher" scores the pose it returns in extras["R"] / extras["t"].
     threshold_px overrides the protocol's RANSAC threshold. Returns a dict with the settings,
     one entry per estimator under "estimators" (auc@Xdeg in %, time_estimate_s) and per-pair
     rows under "pairs" (matches, precision, errors per estimator and seed).
@@ -79,7 +83,11 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
                          f"resizes images itself (got resize={extractor.conf['resize']!r})")
     protocol = POSE_PROTOCOLS[dataset]
     threshold = protocol.threshold_px if threshold_px is None else threshold_px
-    functions = {name: get_pose_estimator(name) for name in estimators}
+    functions = {name: None if name == MATCHER_ESTIMATOR else get_pose_estimator(name)
+                 for name in estimators}
+    if MATCHER_ESTIMATOR in functions and not getattr(matcher, "needs_intrinsics", False):
+        raise ValueError(f"estimator {MATCHER_ESTIMATOR!r} takes the pose from the matcher, and "
+                         f"{type(matcher).__name__} estimates none (use e.g. affineglue)")
     image_dir = dataset_path(dataset) / "images"
     pairs = pose_pairs(dataset)
 
@@ -96,14 +104,16 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
     rows = []
     for pair in tqdm(pairs, desc=f"pose {dataset}", unit="pair", disable=not progress):
         (f0, s0, _), (f1, s1, _) = features(pair.name0), features(pair.name1)
+        K0, K1 = scale_intrinsics(pair.K0, s0), scale_intrinsics(pair.K1, s1)
         start = time.perf_counter()
-        result = matcher(f0, f1)
+        # a matcher that estimates the geometry itself (AffineGlue) gets the intrinsics
+        result = (matcher(f0, f1, K0=K0, K1=K1) if getattr(matcher, "needs_intrinsics", False)
+                  else matcher(f0, f1))
         t_match = time.perf_counter() - start
         idx = result.pairs().numpy()
         scores = result.matched_scores().numpy().astype(np.float64)
         k0 = f0.keypoints.numpy()[idx[:, 0]].astype(np.float64)
         k1 = f1.keypoints.numpy()[idx[:, 1]].astype(np.float64)
-        K0, K1 = scale_intrinsics(pair.K0, s0), scale_intrinsics(pair.K1, s1)
         correct = epipolar_error(k0, k1, pair.T_0to1, K0, K1) < 5e-4 if len(idx) else np.zeros(0, bool)
         row = {"pair": f"{pair.name0} {pair.name1}", "matches": int(len(idx)),
                "precision": float(correct.mean()) if len(idx) else 0.0,
@@ -112,7 +122,11 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
         for name, estimate in functions.items():
             errors, start = [], time.perf_counter()
             for seed in seeds:
-                est = estimate(k0, k1, K0, K1, threshold_px=threshold, scores=scores, seed=seed)
+                if estimate is None:  # the matcher's own estimate (deterministic)
+                    R, t = result.extras.get("R"), result.extras.get("t")
+                    est = None if R is None else PoseEstimate(np.asarray(R), np.asarray(t), None)
+                else:
+                    est = estimate(k0, k1, K0, K1, threshold_px=threshold, scores=scores, seed=seed)
                 errors.append(math.inf if est is None else pose_error(pair.T_0to1, est.R, est.t))
             row["time_estimate_s"][name] = (time.perf_counter() - start) / len(seeds)
             row["errors_deg"][name] = errors

@@ -87,6 +87,7 @@ class AffineGlue(Configurable):
     """`matcher(feats0, feats1, K0=None, K1=None, gravity0=None, gravity1=None) -> Matches`.
 
     Options: base ("nn" | "superglue" | "lightglue"), base_conf (options of the base matcher),
+    features (extractor name, passed to a base that needs it, i.e. LightGlue),
     model ("homography" | "essential"), pool_size (candidates per source), sources
     ("matched" | "all"), min_log_assignment, threshold_px (None: 3 px homography, 1 px
     essential), minimal (homography hypotheses: "auto" = "gravity" when a gravity direction
@@ -99,6 +100,7 @@ class AffineGlue(Configurable):
     default_conf: ClassVar[dict[str, Any]] = {
         "base": "nn",
         "base_conf": None,
+        "features": None,
         "model": "homography",
         "pool_size": 3,
         "sources": "matched",
@@ -134,7 +136,7 @@ class AffineGlue(Configurable):
             raise ConfigError(f"AffineGlue: pool_size must be an int >= 1, got {c['pool_size']!r}")
         if c["threshold_px"] is not None and not float(c["threshold_px"]) > 0:
             raise ConfigError(f"AffineGlue: threshold_px must be > 0, got {c['threshold_px']!r}")
-        self.base = load_matcher(c["base"], **(c["base_conf"] or {}))
+        self.base = load_matcher(c["base"], for_features=c["features"], **(c["base_conf"] or {}))
 
     # ----------------------------------------------------------------- pools
     def _pools(self, pairs: Sequence[tuple[Features, Features]]) -> list[tuple[Tensor, Tensor, Matches]]:
