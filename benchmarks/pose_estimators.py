@@ -2,13 +2,11 @@
 
     python benchmarks/pose_estimators.py                          # ScanNet sample + Strecha, SP+SG
     python benchmarks/pose_estimators.py --datasets scannet --seeds 5
-    python benchmarks/pose_estimators.py --matches-cache /tmp/m.pkl  # reuse matches across runs
 
 Every estimator of `matchlab.geometry.pose_estimators.POSE_ESTIMATORS` (ransac, lo-ransac,
 w8pt, w8pt+ba, ransac+ba, w8pt-irls, w8pt-irls+ba) runs on the same matches: features and
-matches are computed once per (dataset, matcher) and kept in memory (optionally pickled with
---matches-cache). The random estimators (RANSAC-based) run with --seeds seeds and their AUC
-is the mean of the per-seed AUCs; the w8pt variants are deterministic and run once.
+matches are computed once per (dataset, matcher) and kept in memory. The random estimators
+(RANSAC-based) run with --seeds seeds and their AUC is the mean of the per-seed AUCs; the w8pt variants are deterministic and run once.
 Baseline: `ransac`, the SuperGlue protocol, in the same run.
 
 Settings:
@@ -32,10 +30,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import pickle
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -149,8 +145,6 @@ def main() -> None:
     parser.add_argument("--estimators", nargs="+", default=list(POSE_ESTIMATORS))
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--strecha-size", type=int, default=1024)
-    parser.add_argument("--matches-cache", type=Path, default=None,
-                        help="pickle of the matches: read when present, else written")
     parser.add_argument("--per-pair", action="store_true", help="print per-pair errors too")
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads of the estimators")
     args = parser.parse_args()
@@ -160,8 +154,6 @@ def main() -> None:
           f"load {os.getloadavg()[0]:.2f}")
 
     cached = {}
-    if args.matches_cache and args.matches_cache.exists():
-        cached = pickle.loads(args.matches_cache.read_bytes())
     for dataset in args.datasets:
         for matcher in matchers:
             key = (dataset, matcher, args.strecha_size if dataset == "strecha" else None)
@@ -169,8 +161,6 @@ def main() -> None:
                 start = time.perf_counter()
                 cached[key] = compute_matches(dataset, matcher, args.strecha_size)
                 print(f"{dataset}/{matcher}: matches in {time.perf_counter() - start:.0f} s", flush=True)
-                if args.matches_cache:
-                    args.matches_cache.write_bytes(pickle.dumps(cached))
 
     torch.set_num_threads(args.threads)   # for the estimators (matching used the default)
     cv2.setNumThreads(args.threads)
