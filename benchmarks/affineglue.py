@@ -19,7 +19,6 @@ excluded, the same for all).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,12 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from matchlab.cache import use_shared_mirrors
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-if (SHARED / "weights").is_dir():
-    os.environ.setdefault("MATCHLAB_WEIGHTS_MIRROR", str(SHARED / "weights"))
-if (SHARED / "datasets").is_dir():
-    os.environ.setdefault("MATCHLAB_DATASETS_MIRROR", str(SHARED / "datasets"))
+use_shared_mirrors(SHARED)
 
 
 # ---------------------------------------------------------------------------------- frames

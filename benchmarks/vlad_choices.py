@@ -10,18 +10,16 @@ printed. The variant in matchlab.retrieval.select.VLAD_CONF is the one `--global
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from matchlab.cache import use_shared_mirrors
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-if (SHARED / "datasets").is_dir():
-    os.environ.setdefault("MATCHLAB_DATASETS_MIRROR", str(SHARED / "datasets"))
-if (SHARED / "weights").is_dir():
-    os.environ.setdefault("MATCHLAB_WEIGHTS_MIRROR", str(SHARED / "weights"))
+use_shared_mirrors(SHARED)
 
 VARIANTS = [
     {"num_clusters": 16, "intra_norm": False, "power": 0.5},

@@ -33,3 +33,11 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def use_shared_mirrors(shared: Path) -> None:
+    """Point the weight and dataset mirrors at `shared`/weights and `shared`/datasets when
+    those folders exist and the variables are not set already (tests, benchmarks, CI)."""
+    for kind, env in (("weights", "MATCHLAB_WEIGHTS_MIRROR"), ("datasets", "MATCHLAB_DATASETS_MIRROR")):
+        if (Path(shared) / kind).is_dir():
+            os.environ.setdefault(env, str(Path(shared) / kind))

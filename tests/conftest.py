@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from matchlab.cache import use_shared_mirrors
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-if (SHARED / "weights").is_dir():
-    os.environ.setdefault("MATCHLAB_WEIGHTS_MIRROR", str(SHARED / "weights"))
-if (SHARED / "datasets").is_dir():
-    os.environ.setdefault("MATCHLAB_DATASETS_MIRROR", str(SHARED / "datasets"))
+use_shared_mirrors(SHARED)
 
 
 @pytest.fixture(scope="session")

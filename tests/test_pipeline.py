@@ -71,6 +71,31 @@ def test_fountain_through_eval_reconstruction(tmp_path, capsys):
     assert "11/11" in printed
 
 
+@pytest.mark.slow
+def test_demo_configuration_disk_lightglue_registers_all(tmp_path, capsys):
+    """The demo (`make demo`): DISK + LightGlue, 2048 keypoints, long side 1024, exhaustive
+    pairs on sacre_coeur. Measured 10/10, 2700 points, 0.76 px, 85 s on 2 idle cores."""
+    from matchlab.demo import DEMO_CONFIG, run_demo
+
+    assert (DEMO_CONFIG.features, DEMO_CONFIG.matcher) == ("disk", "lightglue")
+    summary = run_demo(tmp_path / "demo")
+    assert summary["num_reg_images"] == 10 and summary["unregistered"] == []
+    assert summary["num_points3D"] > 1500 and summary["mean_reprojection_error"] < 1.5
+    assert "disk + lightglue" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_fountain_disk_lightglue_through_eval_reconstruction(tmp_path, capsys):
+    """DISK + LightGlue (features= taken from --features) on fountain-P11 at long side 1024,
+    2048 keypoints: all 11 images, median camera-centre error under 1 % of the extent."""
+    assert main(["eval", "reconstruction", "--features", "disk", "--matcher", "lightglue",
+                 "--max-keypoints", "2048", "--output", str(tmp_path)]) == 0
+    [result] = json.loads((tmp_path / "eval_reconstruction_disk_lightglue.json").read_text())
+    assert result["conf"]["matcher"] == "lightglue"
+    assert result["registered"] == 11 and result["num_images"] == 11
+    assert result["median_error_rel"] < 0.01 and result["max_error_rel"] < 0.02
+
+
 def _matched_pairs(path: Path) -> int:
     """Pairs in a matches file another process is writing (read without HDF5's file lock)."""
     try:

@@ -271,15 +271,21 @@ def _pad9(rows: np.ndarray) -> np.ndarray:
     return np.concatenate([rows, np.zeros((9 - len(rows), rows.shape[1]))], 0)
 
 
-def homography_dlt(p0: np.ndarray, p1: np.ndarray, weights: np.ndarray | None = None
-                   ) -> np.ndarray | None:
-    """Normalised (weighted) DLT homography [3, 3] (H[2, 2] = 1 where possible) from >= 4
-    matches [N, 2]; None for fewer, non-finite or degenerate (e.g. collinear) points."""
+def _finite_weighted(p0, p1, weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Matches [N, 2] x 2 and weights [N] (ones when None) as float64, without the matches
+    that have a non-finite coordinate or a weight that is not > 0."""
     p0 = np.asarray(p0, np.float64).reshape(-1, 2)
     p1 = np.asarray(p1, np.float64).reshape(-1, 2)
     w = np.ones(len(p0)) if weights is None else np.asarray(weights, np.float64).reshape(-1)
     keep = np.isfinite(p0).all(1) & np.isfinite(p1).all(1) & np.isfinite(w) & (w > 0)
-    p0, p1, w = p0[keep], p1[keep], w[keep]
+    return p0[keep], p1[keep], w[keep]
+
+
+def homography_dlt(p0: np.ndarray, p1: np.ndarray, weights: np.ndarray | None = None
+                   ) -> np.ndarray | None:
+    """Normalised (weighted) DLT homography [3, 3] (H[2, 2] = 1 where possible) from >= 4
+    matches [N, 2]; None for fewer, non-finite or degenerate (e.g. collinear) points."""
+    p0, p1, w = _finite_weighted(p0, p1, weights)
     if len(p0) < 4:
         return None
     T0, T1 = _hartley(p0, w), _hartley(p1, w)
@@ -302,11 +308,7 @@ def essential_8pt(p0: np.ndarray, p1: np.ndarray, weights: np.ndarray | None = N
                   ) -> np.ndarray | None:
     """(Weighted) 8-point essential matrix [3, 3] (unit Frobenius norm, singular values
     (1, 1, 0) up to scale) from >= 8 normalised matches [N, 2]; None if degenerate."""
-    p0 = np.asarray(p0, np.float64).reshape(-1, 2)
-    p1 = np.asarray(p1, np.float64).reshape(-1, 2)
-    w = np.ones(len(p0)) if weights is None else np.asarray(weights, np.float64).reshape(-1)
-    keep = np.isfinite(p0).all(1) & np.isfinite(p1).all(1) & np.isfinite(w) & (w > 0)
-    p0, p1, w = p0[keep], p1[keep], w[keep]
+    p0, p1, w = _finite_weighted(p0, p1, weights)
     if len(p0) < 8:
         return None
     T0, T1 = _hartley(p0, w), _hartley(p1, w)
