@@ -68,7 +68,7 @@ def main() -> None:
 
     print(f"{len(images)} images of the labelled mix; {args.features}, long side {args.resize}, "
           f"{args.max_keypoints} keypoints")
-    print(f"{'descriptor':<44} {'dim':>6} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'mAP':>6} {'s':>6}")
+    print(f"{'descriptor':<52} {'dim':>6} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'mAP':>6} {'s':>6}")
     rows = [("mean-pooled local descriptors", None)] + [(None, v) for v in VARIANTS]
     for label, conf in rows:
         start = time.perf_counter()
@@ -81,7 +81,7 @@ def main() -> None:
             label = ("VLAD " + " ".join(f"{k}={v}" for k, v in conf.items())
                      + ("  (default)" if chosen else ""))
         r = retrieval_metrics(x, labels, groups=groups)
-        print(f"{label:<44} {x.shape[1]:>6} {r['R@1']:>6.3f} {r['R@5']:>6.3f} {r['R@10']:>6.3f} "
+        print(f"{label:<52} {x.shape[1]:>6} {r['R@1']:>6.3f} {r['R@5']:>6.3f} {r['R@10']:>6.3f} "
               f"{r['mAP']:>6.3f} {time.perf_counter() - start:>6.1f}", flush=True)
 
 

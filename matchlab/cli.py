@@ -173,7 +173,22 @@ def _match_arguments(p: argparse.ArgumentParser) -> None:
                    help="report and skip pairs naming an image absent from the features file "
                         "(by default such a pairs file is refused before any matching)")
     p.add_argument("--as-half", action="store_true", help="store scores as float16 (as hloc)")
+    p.add_argument("--gravity", type=Path, default=None, metavar="FILE",
+                   help="per-image gravity ('name gx gy gz' lines: down direction in camera "
+                        "coordinates) for matchers with a gravity prior (affineglue)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _gravity(path: Path | None) -> dict | None:
+    """The --gravity file, or a CLIError naming what is wrong with it."""
+    from .geometry.affine import read_gravity
+
+    if path is None:
+        return None
+    try:
+        return read_gravity(path)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CLIError(f"--gravity: {e}") from None
 
 
 def _match(args: argparse.Namespace) -> int:
@@ -222,10 +237,14 @@ def _match(args: argparse.Namespace) -> int:
         else:
             seen.add((n0, n1))
             unique.append((n0, n1))
+    gravity = _gravity(args.gravity)
+    if gravity and not getattr(matcher, "uses_gravity", False):
+        raise CLIError(f"--gravity applies to matchers with a gravity prior (affineglue), "
+                       f"not to {args.matcher}")
     device = _device(args.device)
     report = match_pairs(unique, args.features, args.output, matcher.to(device),
                          as_half=args.as_half, device=device,
-                         record=model_record(args.matcher, matcher))
+                         record=model_record(args.matcher, matcher), gravity=gravity)
     rows = [("matched", report.done, f"in {report.seconds:.1f} s, "
                                      f"{report.matches / max(report.done, 1):.0f} matches per pair"),
             ("skipped", report.already, f"already in {args.output}" if report.already else "")]

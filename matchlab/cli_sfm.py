@@ -49,6 +49,9 @@ def _sfm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mapper-options", nargs="+", metavar="KEY=VALUE",
                    help="pycolmap pipeline options (dotted or flat keys), e.g. "
                         "mapper.abs_pose_min_num_inliers=15 num_threads=-1")
+    p.add_argument("--gravity", type=Path, default=None, metavar="FILE",
+                   help="per-image gravity ('name gx gy gz' lines, down direction in camera "
+                        "coordinates) for matchers with a gravity prior (affineglue)")
     p.add_argument("--plots", type=int, default=3,
                    help="match plots of the N pairs with the most verified matches")
 
@@ -63,13 +66,14 @@ def _sfm(args: argparse.Namespace) -> int:
         camera_mode=args.camera_mode, global_descriptor=args.global_descriptor,
         matcher_conf=_parse_conf(args.matcher_conf, "--matcher-conf"),
         extractor_conf=_parse_conf(args.extractor_conf, "--extractor-conf"),
-        mapper_options=_parse_conf(args.mapper_options, "--mapper-options"))
+        mapper_options=_parse_conf(args.mapper_options, "--mapper-options"),
+        gravity_file=str(args.gravity) if args.gravity else None)
     if args.max_keypoints is not None:
         config.max_keypoints = args.max_keypoints
     try:
         summary = run_sfm(args.image_dir, args.output_dir, config, device=_device(args.device),
                           plots=args.plots, log=lambda line: print(line, flush=True))
-    except (FileNotFoundError, ReconstructionError, RuntimeError) as e:
+    except (FileNotFoundError, ReconstructionError, RuntimeError, ValueError) as e:
         raise CLIError(str(e)) from None
     print(f"outputs in {args.output_dir} (report: {args.output_dir / 'report.html'})")
     return 0 if summary["num_reg_images"] > 0 else 1

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
+from .geometry.affine import read_gravity
 from .images import ImageError, list_images
 from .store import FeatureStore, MatchStore
 from .types import Features
@@ -126,14 +127,22 @@ class _FeatureCache:
 def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                 matches_path: str | Path, matcher: Callable[[Features, Features], Any],
                 progress: bool = True, batch_size: int = 8, as_half: bool = False,
-                device=None, record: dict | None = None) -> StageReport:
+                device=None, record: dict | None = None,
+                gravity: dict[str, Any] | None = None) -> StageReport:
     """Match every pair into matches_path; pairs naming an image absent from features_path
     raise KeyError listing them before any work is done.
+
+    gravity: {image name: down direction [3] in camera coordinates} for a matcher that uses
+    a gravity prior (`uses_gravity`, e.g. AffineGlue); images without an entry fall back to
+    the matcher's default (upright). Giving it to another matcher is a ValueError.
 
     A matcher with a `match_batch(list of (feats0, feats1)) -> list of Matches` method gets
     `batch_size` pairs at a time (its results must equal pair-by-pair matching); others are
     called pair by pair. The same Features object is passed for an image that occurs in
     several pairs of a batch, so a matcher may cache per-image work by identity."""
+    if gravity and not getattr(matcher, "uses_gravity", False):
+        raise ValueError(f"{type(matcher).__name__} does not use gravity directions; they apply "
+                         f"to matchers with a gravity prior (affineglue)")
     report = StageReport("match")
     start = time.perf_counter()
     with FeatureStore(features_path, "r") as features, MatchStore(matches_path) as store:
@@ -148,13 +157,15 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
         todo = [p for p in pairs if p not in store]
         report.already = len(pairs) - len(todo)
         cache = _FeatureCache(features, device=device)
-        batched = hasattr(matcher, "match_batch") and batch_size > 1
+        batched = (hasattr(matcher, "match_batch") and batch_size > 1) or bool(gravity)
         step = batch_size if batched else 1
         with tqdm(total=len(todo), desc="match", unit="pair", disable=not progress) as bar:
             for start_index in range(0, len(todo), step):
                 chunk = todo[start_index:start_index + step]
                 inputs = [(cache[a], cache[b]) for a, b in chunk]
-                results = (matcher.match_batch(inputs) if batched
+                extra = ({"gravity": [(gravity.get(a), gravity.get(b)) for a, b in chunk]}
+                         if gravity else {})
+                results = (matcher.match_batch(inputs, **extra) if batched
                            else [matcher(*pair) for pair in inputs])
                 for (name0, name1), result in zip(chunk, results):
                     # each pair is durable once written
@@ -194,6 +205,8 @@ class SfMConfig:
     global_descriptor: str = "auto"  # for retrieval pairs
     matcher_conf: dict = field(default_factory=dict)
     extractor_conf: dict = field(default_factory=dict)
+    # "name gx gy gz" lines: per-image gravity for matchers with a gravity prior (affineglue)
+    gravity_file: str | None = None
     # pycolmap pipeline options (nested, dotted or flat keys; see matchlab.sfm.options),
     # merged over DEFAULT_MAPPER_OPTIONS
     mapper_options: dict = field(default_factory=dict)
@@ -247,6 +260,10 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
                                "max_keypoints": config.max_keypoints, **config.extractor_conf})
     matcher = load_matcher(config.matcher, for_features=config.features,
                            **config.matcher_conf)  # bad options fail early
+    gravity = read_gravity(config.gravity_file) if config.gravity_file else None
+    if gravity and not getattr(matcher, "uses_gravity", False):
+        raise ValueError(f"a gravity file applies to matchers with a gravity prior "
+                         f"(affineglue), not to {config.matcher}")
     if device is not None:
         extractor, matcher = extractor.to(device), matcher.to(device)
     candidates = [n for n in names if n not in skipped]
@@ -263,7 +280,8 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     write_pairs_file(output_dir / "pairs.txt", pairs)
     reports.append(match_pairs(pairs, output_dir / "features.h5", output_dir / "matches.h5",
                                matcher, progress=progress, device=device,
-                               record=model_record(config.matcher, matcher)))
+                               record=model_record(config.matcher, matcher),
+                               gravity=gravity))
 
     start = time.perf_counter()
     with FeatureStore(output_dir / "features.h5", "r") as features:

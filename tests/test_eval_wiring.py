@@ -62,3 +62,63 @@ def test_eval_retrieval_cli_vlad(tmp_path, capsys):
     assert result["method"] == "vlad" and result["queries"] == 20
     assert result["R@1"] >= 0.8, result["R@1"]
     assert "global descriptor vlad" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ gravity for AffineGlue
+@pytest.fixture(scope="module")
+def graf_sift(datasets_root, tmp_path_factory):
+    """SIFT features (own affine frames) of graf img1, img2 and a pairs file."""
+    folder = tmp_path_factory.mktemp("graf")
+    images = folder / "images"
+    images.mkdir()
+    for i in (1, 2):
+        (images / f"img{i}.png").write_bytes((datasets_root / f"oxford_graf/img{i}.png").read_bytes())
+    assert main(["extract", str(images), str(folder / "features.h5"), "--features", "sift",
+                 "--resize", "512", "--max-keypoints", "512"]) == 0
+    (folder / "pairs.txt").write_text("img1.png img2.png\n")
+    return folder
+
+
+def test_gravity_file_reaches_affineglue(graf_sift, tmp_path):
+    from matchlab.matchers.affineglue import AffineGlue
+    from matchlab.pipeline import match_pairs
+
+    seen = []
+
+    class Recording(AffineGlue):
+        def match_batch(self, pairs, intrinsics=None, gravity=None):
+            seen.append(gravity)
+            return super().match_batch(pairs, intrinsics=intrinsics, gravity=gravity)
+
+    g = {"img1.png": [0.0, 1.0, 0.0], "img2.png": [0.1, 0.99, 0.0]}
+    report = match_pairs([("img1.png", "img2.png")], graf_sift / "features.h5",
+                         tmp_path / "m.h5", Recording(), progress=False, gravity=g)
+    assert report.done == 1 and report.matches > 20
+    assert seen == [[(g["img1.png"], g["img2.png"])]]
+    with pytest.raises(ValueError, match="does not use gravity"):
+        match_pairs([("img1.png", "img2.png")], graf_sift / "features.h5", tmp_path / "n.h5",
+                    load_matcher("nn"), progress=False, gravity=g)
+
+
+def test_gravity_option_of_matchlab_match(graf_sift, tmp_path, capsys):
+    gravity = tmp_path / "gravity.txt"
+    gravity.write_text("# name gx gy gz\nimg1.png 0 1 0\nimg2.png 0 1 0\n")
+    args = [str(graf_sift / "features.h5"), str(graf_sift / "pairs.txt")]
+    assert main(["match", *args, str(tmp_path / "ag.h5"), "--matcher", "affineglue",
+                 "--gravity", str(gravity)]) == 0
+    assert "matched       1" in capsys.readouterr().out
+    assert main(["match", *args, str(tmp_path / "nn.h5"), "--gravity", str(gravity)]) != 0
+    assert "gravity prior" in capsys.readouterr().err
+    gravity.write_text("img1.png 0 1\n")
+    assert main(["match", *args, str(tmp_path / "x.h5"), "--matcher", "affineglue",
+                 "--gravity", str(gravity)]) != 0
+    assert "gravity.txt:1" in capsys.readouterr().err
+
+
+def test_sfm_refuses_gravity_for_a_matcher_without_prior(graf_sift, tmp_path, capsys):
+    gravity = tmp_path / "gravity.txt"
+    gravity.write_text("img1.png 0 1 0\n")
+    assert main(["sfm", str(graf_sift / "images"), str(tmp_path / "out"), "--matcher", "nn",
+                 "--gravity", str(gravity)]) != 0
+    assert "gravity prior" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "features.h5").exists()  # refused before any work

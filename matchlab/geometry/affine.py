@@ -19,6 +19,8 @@ gravity-aligned frame (y down) to the camera's.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 UPRIGHT = np.array([0.0, 1.0, 0.0])
@@ -66,6 +68,23 @@ def normalize_affine(A: np.ndarray, K0: np.ndarray, K1: np.ndarray) -> np.ndarra
     """Pixel ACs [..., 2, 2] -> normalised-coordinate ACs: K1[:2, :2]^-1 A K0[:2, :2]."""
     K0, K1 = np.asarray(K0, np.float64), np.asarray(K1, np.float64)
     return np.linalg.inv(K1[:2, :2]) @ np.asarray(A, np.float64) @ K0[:2, :2]
+
+
+def read_gravity(path: str | Path) -> dict[str, np.ndarray]:
+    """{image name: gravity [3]} from a text file of "name gx gy gz" lines (# comments)."""
+    out = {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        parts = line.rsplit(maxsplit=3)
+        if len(parts) != 4:
+            raise ValueError(f"{path}:{n}: expected 'name gx gy gz', got {line!r}")
+        g = np.array([float(v) for v in parts[1:]])
+        if not np.isfinite(g).all() or np.linalg.norm(g) == 0:
+            raise ValueError(f"{path}:{n}: gravity must be a finite non-zero vector")
+        out[parts[0]] = g / np.linalg.norm(g)
+    return out
 
 
 def gravity_rotation(g: np.ndarray | None) -> np.ndarray:

@@ -29,13 +29,13 @@ K0, K1 ([3, 3], pixels of the ORIGINAL images, i.e. of Features.keypoints), or c
 Without them a guess is used: focal 1.2 max(W, H), principal point at the image centre
 (`matchlab.geometry.affine.default_intrinsics`).
 Gravity: down direction in each camera's coordinates (x right, y down, z forward): call
-arguments gravity0 / gravity1, or conf, or `read_gravity(file)` for a file of
-"image_name gx gy gz" lines; None = upright camera (0, 1, 0). The upright prior only seeds
+arguments gravity0 / gravity1, or conf; `read_gravity(file)` reads a file of
+"image_name gx gy gz" lines (`matchlab match|sfm --gravity FILE`); None = upright camera
+(0, 1, 0). The upright prior only seeds
 the hypotheses: local optimisation fits general models.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -43,29 +43,12 @@ import torch
 from torch import Tensor
 
 from ..geometry.ac_ransac import estimate_essential_ac, estimate_homography_ac
-from ..geometry.affine import default_intrinsics, pool_affines
+from ..geometry.affine import default_intrinsics, pool_affines, read_gravity  # noqa: F401 (API)
 from ..registry import ConfigError, Configurable, load_matcher
 from ..types import Features, Matches
 
 BASES = ("nn", "superglue", "lightglue")
 MODELS = ("homography", "essential")
-
-
-def read_gravity(path: str | Path) -> dict[str, np.ndarray]:
-    """{image name: gravity [3]} from a text file of "name gx gy gz" lines (# comments)."""
-    out = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        line = line.split("#")[0].strip()
-        if not line:
-            continue
-        parts = line.rsplit(maxsplit=3)
-        if len(parts) != 4:
-            raise ValueError(f"{path}:{n}: expected 'name gx gy gz', got {line!r}")
-        g = np.array([float(v) for v in parts[1:]])
-        if not np.isfinite(g).all() or np.linalg.norm(g) == 0:
-            raise ValueError(f"{path}:{n}: gravity must be a finite non-zero vector")
-        out[parts[0]] = g / np.linalg.norm(g)
-    return out
 
 
 def nn_candidates(desc0: Tensor, desc1: Tensor, k: int, chunk: int = 4096) -> tuple[Tensor, Tensor]:
@@ -119,6 +102,7 @@ class AffineGlue(Configurable):
         "seed": 0,
     }
     needs_intrinsics: ClassVar[bool] = True  # forward accepts K0 / K1
+    uses_gravity: ClassVar[bool] = True  # match_batch accepts gravity=[(g0, g1), ...]
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
