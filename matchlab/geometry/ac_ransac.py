@@ -399,13 +399,15 @@ def estimate_essential_ac(kpts0, kpts1, candidates, acs, K0, K1, scores=None, *,
                           min_hypotheses: int = 100, max_hypotheses: int = 2000,
                           confidence: float = 0.999, lo_iterations: int = 20,
                           batch_size: int = 64, refine: bool = True, tilt_grid_deg=(0.0,),
-                          seed: int = 0) -> ACRansacResult | None:
+                          lo_ransac_seed: bool = False, seed: int = 0) -> ACRansacResult | None:
     """Essential matrix and relative pose from candidate pools with the 1AC + gravity solver.
 
     K0, K1: [3, 3] intrinsics (pixels); threshold_px: on the Sampson distance times the mean
     focal. tilt_grid_deg: relative pitch / roll offsets (degrees) tried on camera 1's gravity,
     e.g. (-40, -20, 0, 20, 40): a grid of gravity hypotheses for when the prior is unreliable
-    (every AC is solved once per grid cell). Returns None when no model has >= 8 guided
+    (every AC is solved once per grid cell). lo_ransac_seed: also start local optimisation
+    from pycolmap LO-RANSAC's pose on the pools' first candidates (a gravity-free hypothesis,
+    for when the gravity prior is wrong). Returns None when no model has >= 8 guided
     inliers or no pose passes cheirality."""
     kpts0, kpts1, cand, scores, acs, valid = _prepare(kpts0, kpts1, candidates, scores, acs)
     K0, K1 = np.asarray(K0, dtype=np.float64), np.asarray(K1, dtype=np.float64)
@@ -416,6 +418,8 @@ def estimate_essential_ac(kpts0, kpts1, candidates, acs, K0, K1, scores=None, *,
                                    min_hypotheses=min_hypotheses, max_hypotheses=max_hypotheses,
                                    confidence=confidence, lo_iterations=lo_iterations,
                                    batch_size=batch_size, seed=seed)
+    if lo_ransac_seed:
+        _gravity_free_start(search, kpts0, kpts1, cand, valid, K0, K1, threshold_px, seed)
     if search.best_model is None:
         return None
     src, dst, r = search.pairs(search.best_slot, search._last_res)
@@ -432,6 +436,26 @@ def estimate_essential_ac(kpts0, kpts1, candidates, acs, K0, K1, scores=None, *,
     return ACRansacResult(search.best_model, np.stack([src[keep], dst[keep]], 1), np.sqrt(r[keep]),
                           float(search.best_score), R=R, t=t, hypotheses=tried,
                           models=n_models, lo_runs=search.lo_runs)
+
+
+def _gravity_free_start(search: _Search, kpts0, kpts1, cand, valid, K0, K1, threshold_px: float,
+                        seed: int) -> None:
+    """Score pycolmap LO-RANSAC's essential matrix on the first candidate of every pool and
+    run local optimisation from it (guided matching then decides between it and the AC
+    models)."""
+    from .pose_estimators import get_pose_estimator
+
+    src = np.nonzero(valid[:, 0])[0] if valid.shape[1] else np.zeros(0, dtype=np.int64)
+    if len(src) < 5:
+        return
+    est = get_pose_estimator("lo-ransac")(kpts0[src], kpts1[cand[src, 0]], K0, K1,
+                                          threshold_px=threshold_px, seed=seed)
+    if est is None:
+        return
+    E = essential_from_pose(np.asarray(est.R, dtype=np.float64), np.asarray(est.t, dtype=np.float64))
+    search._try(E)
+    if search.best_model is not None:
+        search.local_optimisation(E)
 
 
 def _refine_pose(R, t, n0, n1, search: _Search):

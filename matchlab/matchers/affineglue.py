@@ -77,7 +77,9 @@ class AffineGlue(Configurable):
     is given, else "affine"; "gravity"; "affine"; "both"), K0, K1, gravity0,
     gravity1 (defaults for the call arguments), min_hypotheses, max_hypotheses, confidence,
     lo_iterations, tilt_grid_deg (essential: pitch / roll offsets in degrees tried around the
-    gravity prior, e.g. (-45, -30, -15, 0, 15, 30, 45); (0,) trusts the prior), seed.
+    gravity prior, e.g. (-45, -30, -15, 0, 15, 30, 45); (0,) trusts the prior),
+    lo_ransac_seed (essential: also start LO from pycolmap LO-RANSAC's pose on the pools'
+    first candidates, a hypothesis that does not depend on gravity), seed.
     """
 
     default_conf: ClassVar[dict[str, Any]] = {
@@ -99,6 +101,7 @@ class AffineGlue(Configurable):
         "confidence": 0.999,
         "lo_iterations": 20,
         "tilt_grid_deg": (0.0,),
+        "lo_ransac_seed": False,
         "seed": 0,
     }
     needs_intrinsics: ClassVar[bool] = True  # forward accepts K0 / K1
@@ -211,7 +214,8 @@ class AffineGlue(Configurable):
             K1 = default_intrinsics(f1.image_size) if K1 is None else K1
             est = estimate_essential_ac(kp0, kp1, cand, acs, K0, K1, cscores,
                                         threshold_px=float(c["threshold_px"] or 1.0),
-                                        tilt_grid_deg=tuple(c["tilt_grid_deg"]), **common)
+                                        tilt_grid_deg=tuple(c["tilt_grid_deg"]),
+                                        lo_ransac_seed=bool(c["lo_ransac_seed"]), **common)
         if est is None:
             return result
         src, dst = est.matches[:, 0], est.matches[:, 1]
