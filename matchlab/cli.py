@@ -212,7 +212,10 @@ def _match(args: argparse.Namespace) -> int:
         known = {name: name in features for n0, n1, _ in pairs for name in (n0, n1)}
         record = features.file.attrs.get("matchlab_extractor")
     # LightGlue's weights depend on the extractor: take it from the features file's record
+    from .registry import EXTRACTORS
+
     extractor_name = json.loads(record).get("name") if record else None
+    extractor_name = extractor_name if extractor_name in EXTRACTORS else None
     matcher = load_matcher(args.matcher, for_features=extractor_name, **conf)  # fail early
     missing: dict[str, int] = {}
     for n0, n1, number in pairs:
