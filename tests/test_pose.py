@@ -3,9 +3,6 @@ POSE_ESTIMATORS: exact recovery, noise and outliers, input errors, gradients, ba
 bundle adjustment, and a real-data check on the ScanNet sample with SuperPoint + SuperGlue."""
 from __future__ import annotations
 
-import importlib.util
-import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +12,8 @@ from matchlab.geometry.pose import (bundle_adjust_two_view, decompose_essential,
                                     pad_batch, project_to_essential, relative_pose_w8pt,
                                     sampson_error, so3_exp, triangulate, weighted_eight_point)
 from matchlab.geometry.pose_estimators import POSE_ESTIMATORS, get_pose_estimator
-from matchlab.geometry.relative_pose import (angle_error_rotation, angle_error_translation, pose_auc,
-                                             pose_error)
+from matchlab.geometry.relative_pose import angle_error_rotation, angle_error_translation, pose_error
 
-REPO = Path(__file__).resolve().parents[1]
 F64 = torch.float64
 FOCAL = 500.0  # px, for the synthetic scenes: 1 px = 2e-3 normalised units
 
@@ -267,17 +262,10 @@ def test_table_estimators_on_pixels(name):
 
 
 # ------------------------------------------------------------------ real data
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_pose", REPO / "benchmarks" / "pose_estimators.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_scannet_sample_ransac_ba_and_w8pt_ba():
-    """SP + SG indoor with the official settings on the 15 ScanNet sample pairs (the matches of
-    benchmarks/pose_estimators.py). Measured (5 seeds): ransac AUC@5/10/20 27.9 / 50.1 / 65.1,
+    """SP + SG indoor with the official settings on the 15 ScanNet sample pairs (`matchlab eval pose`
+    settings). Measured (5 seeds): ransac AUC@5/10/20 27.9 / 50.1 / 65.1,
     ransac+ba 30.4 / 51.7 / 65.9, w8pt 19.1 / 35.2 / 53.1, w8pt+ba 29.7 / 49.7 / 64.8.
     Two pairs have 0 and 1 matches and fail for every estimator; the 13 others have 16-223.
     Margin for ransac+ba vs ransac at AUC@10: 2 points. Both run on the same RANSAC seeds, so
@@ -289,15 +277,19 @@ def test_scannet_sample_ransac_ba_and_w8pt_ba():
     w8pt+ba must give a finite error on every pair with >= 8 matches and beat w8pt at AUC@10
     by 5 points (measured +14.5: the paper's point that BA rescues the weighted 8-point).
     """
-    bench = _bench()
-    pairs = bench.compute_matches("scannet", "superglue", 1024)
-    usable = [len(p.scores) >= 8 for p in pairs]
-    assert sum(usable) == 13, [len(p.scores) for p in pairs]
-    seeds = [0, 1, 2, 3, 4]
-    auc_r = bench.evaluate(pairs, "ransac", seeds, (5, 10, 20))[0]
-    auc_rba = bench.evaluate(pairs, "ransac+ba", seeds, (5, 10, 20))[0]
-    auc_w = bench.evaluate(pairs, "w8pt", seeds, (5, 10, 20))[0]
-    auc_wba, err_wba = bench.evaluate(pairs, "w8pt+ba", seeds, (5, 10, 20))[:2]
-    assert np.isfinite(err_wba[0][usable]).all(), err_wba
-    assert auc_rba[1] >= auc_r[1] - 2.0, (auc_r, auc_rba)
-    assert auc_wba[1] >= auc_w[1] + 5.0, (auc_w, auc_wba)
+    from matchlab import load_extractor, load_matcher
+    from matchlab.evaluation.pose import evaluate_pose
+
+    extractor = load_extractor("superpoint", resize=None, max_keypoints=1024, nms_radius=4,
+                               detection_threshold=0.005)
+    matcher = load_matcher("superglue", weights="indoor", sinkhorn_iterations=20)
+    result = evaluate_pose("superglue_scannet_sample", extractor, matcher,
+                           ["ransac", "ransac+ba", "w8pt", "w8pt+ba"], seeds=range(5),
+                           progress=False)
+    usable = np.array([row["matches"] >= 8 for row in result["pairs"]])
+    assert usable.sum() == 13, [row["matches"] for row in result["pairs"]]
+    auc = {name: r["auc@10deg"] for name, r in result["estimators"].items()}
+    err_wba = np.array([row["errors_deg"]["w8pt+ba"][0] for row in result["pairs"]])
+    assert np.isfinite(err_wba[usable]).all(), err_wba
+    assert auc["ransac+ba"] >= auc["ransac"] - 2.0, auc
+    assert auc["w8pt+ba"] >= auc["w8pt"] + 5.0, auc
