@@ -13,7 +13,7 @@ Pipeline for one image (grayscale, the resized image the detector saw), per keyp
    the AffNet.pth weights of our registry (orientation preserved);
 3. orientation: OriNet through kornia's LAFOrienter (36 bins, 32 px patches), unless
    `lafs="affnet-upright"` (orientation kept: 0 for point detectors, i.e. upright images).
-The choice of "log" as the default scale source is measured in .notes/README_affineglue.md
+The choice of "log" as the default scale source is measured by benchmarks/affineglue.py frames
 (affine correspondences vs the local linearisation of the true homography on graf).
 """
 from __future__ import annotations

@@ -38,7 +38,7 @@ __all__ = ["select_pairs", "retrieval_pairs", "compute_global_descriptors", "par
 
 GLOBAL_RECORD = "matchlab_global"
 VOCABULARY_FILE = "vlad_vocabulary.npz"
-# what the VLAD fallback uses (chosen on the labelled mix, see .notes/README_retrieval.md)
+# what the VLAD fallback uses (see benchmarks/vlad_choices.py and README "Retrieval")
 VLAD_CONF = {"num_clusters": 64, "intra_norm": False, "power": 0.5, "max_training": 50_000}
 
 

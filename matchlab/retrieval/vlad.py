@@ -18,8 +18,8 @@ The vocabulary is fitted by k-means (k-means++ initialisation, Lloyd iterations,
 most `max_training` descriptors sampled evenly from the images, so fitting costs the same for
 ten images or a million. `save`/`load` keep it (with its options) in a .npz file so that a
 collection's descriptors stay comparable across resumed runs. The options here were chosen by
-measurement on the labelled mix of sample datasets (see matchlab.evaluation.retrieval and
-.notes/README_retrieval.md).
+measurement on the labelled mix of sample datasets (matchlab.evaluation.retrieval;
+benchmarks/vlad_choices.py prints the comparison, README "Retrieval" holds the table).
 """
 from __future__ import annotations
 
