@@ -353,7 +353,7 @@ def estimate_homography_ac(kpts0, kpts1, candidates, acs, scores=None, *, thresh
     centred principal point; without those, from the keypoints' extent), "affine" (the AC's
     own affinity; gravity-free), "both", or "auto": "gravity" when a gravity direction is
     given, else "affine" (measured: with the upright prior on graf / EVD, whose cameras roll,
-    the gravity models of even exact ACs explain few points; measured with matchlab eval).
+    the gravity models of even exact ACs explain few points).
     gravity*: [3] down direction in camera coordinates (None: upright). Returns None when no
     model has >= 4 guided inliers."""
     kpts0, kpts1, cand, scores, acs, valid = _prepare(kpts0, kpts1, candidates, scores, acs)
