@@ -236,8 +236,8 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     from .registry import load_extractor, load_matcher
     from .retrieval.pairs import write_pairs_file
     from .retrieval.select import select_pairs
-    from .sfm import (create_database, drop_weak_images, export_model, model_summary,
-                      reconstruct, verify)
+    from .sfm import (create_database, drop_weak_images, export_model, import_verified,
+                      model_summary, reconstruct, verify)
 
     import pycolmap
 
@@ -290,7 +290,9 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
         pair_matches = {(a, b): matches.read_pairs(a, b)[0] for a, b in pairs}
     create_database(output_dir / "database.db", image_dir, good, keypoints, pair_matches,
                     camera_model=config.camera_model, camera_mode=config.camera_mode)
-    verify(output_dir / "database.db", pairs)
+    if getattr(matcher, "verifies_geometry", False):  # AffineGlue: its matches are inliers
+        import_verified(output_dir / "database.db", pairs)
+    verify(output_dir / "database.db", pairs)  # (skips pairs verified above)
     reports.append(StageReport("database", done=len(pairs), seconds=time.perf_counter() - start))
 
     start = time.perf_counter()

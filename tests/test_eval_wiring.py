@@ -123,3 +123,31 @@ def test_sfm_refuses_gravity_for_a_matcher_without_prior(graf_sift, tmp_path, ca
                  "--gravity", str(gravity)]) != 0
     assert "gravity prior" in capsys.readouterr().err
     assert not (tmp_path / "out" / "features.h5").exists()  # refused before any work
+
+
+def test_matcher_verified_matches_go_straight_into_the_database(graf_sift, tmp_path):
+    """AffineGlue's matches are the inliers of its own estimate: `import_verified` writes them
+    as two-view geometries (configuration set, not UNDEFINED) and `verify` then skips the pair."""
+    import pycolmap
+
+    from matchlab.matchers.affineglue import AffineGlue
+    from matchlab.pipeline import match_pairs
+    from matchlab.sfm import create_database, import_verified, verify
+    from matchlab.store import FeatureStore, MatchStore
+
+    assert AffineGlue.verifies_geometry and not getattr(load_matcher("nn"), "verifies_geometry", False)
+    pairs = [("img1.png", "img2.png")]
+    match_pairs(pairs, graf_sift / "features.h5", tmp_path / "m.h5", AffineGlue(), progress=False)
+    with FeatureStore(graf_sift / "features.h5", "r") as f, MatchStore(tmp_path / "m.h5", "r") as m:
+        keypoints = {n: f.read_keypoints(n) for n in ("img1.png", "img2.png")}
+        matches = {pairs[0]: m.read_pairs(*pairs[0])[0]}
+    assert len(matches[pairs[0]]) > 20
+    db = tmp_path / "database.db"
+    create_database(db, graf_sift / "images", ["img1.png", "img2.png"], keypoints, matches)
+    assert import_verified(db, pairs) == 1
+    assert import_verified(db, pairs) == 0  # already there: left alone
+    with pycolmap.Database.open(str(db)) as d:
+        _, [geometry] = d.read_two_view_geometries()
+    assert geometry.config == pycolmap.TwoViewGeometryConfiguration.UNCALIBRATED
+    assert len(geometry.inlier_matches) == len(matches[pairs[0]])
+    assert verify(db, pairs)["pairs_already_verified"] == 1

@@ -107,6 +107,9 @@ class AffineGlue(Configurable):
     }
     needs_intrinsics: ClassVar[bool] = True  # forward accepts K0 / K1
     uses_gravity: ClassVar[bool] = True  # match_batch accepts gravity=[(g0, g1), ...]
+    # its matches are the inliers of its robust estimate: `run_sfm` writes them into the
+    # COLMAP database as verified two-view geometries instead of re-running RANSAC
+    verifies_geometry: ClassVar[bool] = True
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)

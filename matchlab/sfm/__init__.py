@@ -9,7 +9,7 @@
 pycolmap is imported when a function runs, not when this package is imported.
 """
 from .database import (CAMERA_MODES, DEFAULT_VERIFICATION_OPTIONS, DatabaseError,
-                       create_database, read_image_ids, verify)
+                       create_database, import_verified, read_image_ids, verify)
 from .options import OptionsError, apply_options
 from .reconstruction import (MAPPERS, ReconstructionError, align_and_compare, camera_centres,
                              drop_weak_images,
@@ -18,4 +18,5 @@ from .reconstruction import (MAPPERS, ReconstructionError, align_and_compare, ca
 __all__ = ["CAMERA_MODES", "DEFAULT_VERIFICATION_OPTIONS", "MAPPERS", "DatabaseError",
            "OptionsError", "ReconstructionError", "create_database", "verify", "reconstruct",
            "export_model", "read_model", "model_summary", "camera_centres",
-           "align_and_compare", "apply_options", "read_image_ids", "drop_weak_images"]
+           "align_and_compare", "apply_options", "read_image_ids", "drop_weak_images",
+           "import_verified"]

@@ -29,6 +29,7 @@ from .options import apply_options
 logger = logging.getLogger(__name__)
 
 __all__ = ["DatabaseError", "CAMERA_MODES", "create_database", "verify", "read_image_ids",
+           "import_verified",
            "DEFAULT_VERIFICATION_OPTIONS"]
 
 CAMERA_MODES = ("auto", "single", "per_folder", "per_image")
@@ -227,6 +228,33 @@ def create_database(db_path: str | os.PathLike, image_dir: str | os.PathLike,
                 stats["matches_existing"])
     stats["image_ids"] = {n: ids[n] for n in names}
     return stats
+
+
+def import_verified(db_path: str | os.PathLike, pairs: Iterable[Sequence[str]],
+                    configuration: str = "UNCALIBRATED") -> int:
+    """Write every matched pair's matches as its verified two-view geometry (inlier matches,
+    the given `pycolmap.TwoViewGeometryConfiguration` name), for matchers that verify their
+    matches themselves (AffineGlue). Pairs already verified or without matches are left
+    alone, so a later `verify` skips these pairs. The configuration is always set: pycolmap's
+    default UNDEFINED breaks mapping (formats-and-pycolmap.md). Returns the pairs written."""
+    pycolmap = _pycolmap()
+    config = getattr(pycolmap.TwoViewGeometryConfiguration, configuration)
+    ids = read_image_ids(db_path)
+    written = 0
+    with pycolmap.Database.open(str(db_path)) as db, pycolmap.DatabaseTransaction(db):
+        for a, b in dedupe_pairs(pairs):
+            id0, id1 = ids[a], ids[b]
+            if not db.exists_matches(id0, id1) or db.exists_two_view_geometry(id0, id1):
+                continue
+            matches = db.read_matches(id0, id1)
+            if len(matches) == 0:
+                continue
+            geometry = pycolmap.TwoViewGeometry()
+            geometry.config = config
+            geometry.inlier_matches = matches
+            db.write_two_view_geometry(id0, id1, geometry)
+            written += 1
+    return written
 
 
 def _two_view_options(options: Any):
