@@ -192,7 +192,7 @@ def _gravity(path: Path | None) -> dict | None:
 
 
 def _match(args: argparse.Namespace) -> int:
-    from .pipeline import match_pairs, model_record
+    from .pipeline import check_gravity, match_pairs, model_record
     from .registry import load_matcher
     from .retrieval.pairs import PairsFileError, read_pairs_file
     from .store import FeatureStore
@@ -241,9 +241,10 @@ def _match(args: argparse.Namespace) -> int:
             seen.add((n0, n1))
             unique.append((n0, n1))
     gravity = _gravity(args.gravity)
-    if gravity and not getattr(matcher, "uses_gravity", False):
-        raise CLIError(f"--gravity applies to matchers with a gravity prior (affineglue), "
-                       f"not to {args.matcher}")
+    try:
+        check_gravity(matcher, gravity)
+    except ValueError as e:
+        raise CLIError(f"--gravity: {e}") from None
     device = _device(args.device)
     report = match_pairs(unique, args.features, args.output, matcher.to(device),
                          as_half=args.as_half, device=device,

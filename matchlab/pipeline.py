@@ -124,6 +124,13 @@ class _FeatureCache:
         return self.items[name]
 
 
+def check_gravity(matcher, gravity: dict | None) -> None:
+    """ValueError when per-image gravity is given to a matcher without a gravity prior."""
+    if gravity and not getattr(matcher, "uses_gravity", False):
+        raise ValueError(f"gravity directions apply to matchers with a gravity prior "
+                         f"(affineglue), not to {type(matcher).__name__}")
+
+
 def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                 matches_path: str | Path, matcher: Callable[[Features, Features], Any],
                 progress: bool = True, batch_size: int = 8, as_half: bool = False,
@@ -140,9 +147,7 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
     `batch_size` pairs at a time (its results must equal pair-by-pair matching); others are
     called pair by pair. The same Features object is passed for an image that occurs in
     several pairs of a batch, so a matcher may cache per-image work by identity."""
-    if gravity and not getattr(matcher, "uses_gravity", False):
-        raise ValueError(f"{type(matcher).__name__} does not use gravity directions; they apply "
-                         f"to matchers with a gravity prior (affineglue)")
+    check_gravity(matcher, gravity)
     report = StageReport("match")
     start = time.perf_counter()
     with FeatureStore(features_path, "r") as features, MatchStore(matches_path) as store:
@@ -261,9 +266,7 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     matcher = load_matcher(config.matcher, for_features=config.features,
                            **config.matcher_conf)  # bad options fail early
     gravity = read_gravity(config.gravity_file) if config.gravity_file else None
-    if gravity and not getattr(matcher, "uses_gravity", False):
-        raise ValueError(f"a gravity file applies to matchers with a gravity prior "
-                         f"(affineglue), not to {config.matcher}")
+    check_gravity(matcher, gravity)  # before any work
     if device is not None:
         extractor, matcher = extractor.to(device), matcher.to(device)
     candidates = [n for n in names if n not in skipped]

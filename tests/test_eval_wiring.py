@@ -96,7 +96,7 @@ def test_gravity_file_reaches_affineglue(graf_sift, tmp_path):
                          tmp_path / "m.h5", Recording(), progress=False, gravity=g)
     assert report.done == 1 and report.matches > 20
     assert seen == [[(g["img1.png"], g["img2.png"])]]
-    with pytest.raises(ValueError, match="does not use gravity"):
+    with pytest.raises(ValueError, match="gravity prior"):
         match_pairs([("img1.png", "img2.png")], graf_sift / "features.h5", tmp_path / "n.h5",
                     load_matcher("nn"), progress=False, gravity=g)
 
@@ -151,3 +151,28 @@ def test_matcher_verified_matches_go_straight_into_the_database(graf_sift, tmp_p
     assert geometry.config == pycolmap.TwoViewGeometryConfiguration.UNCALIBRATED
     assert len(geometry.inlier_matches) == len(matches[pairs[0]])
     assert verify(db, pairs)["pairs_already_verified"] == 1
+
+
+def test_run_sfm_imports_affineglue_geometries(datasets_root, tmp_path):
+    """In `run_sfm` the pairs matched by AffineGlue are verified by its own estimate, not by
+    COLMAP's RANSAC (which would label these planar graf pairs PLANAR / re-select inliers).
+    Measured: 3 / 3 images registered, every pair UNCALIBRATED with all its matches."""
+    import pycolmap
+
+    from matchlab.pipeline import SfMConfig, run_sfm
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in (1, 2, 3):
+        (images / f"img{i}.png").write_bytes((datasets_root / f"oxford_graf/img{i}.png").read_bytes())
+    summary = run_sfm(images, tmp_path / "out", SfMConfig(features="sift", matcher="affineglue",
+                                                          resize=512, max_keypoints=512),
+                      progress=False, log=lambda line: None, plots=0, report=False)
+    assert summary["num_reg_images"] == 3
+    with pycolmap.Database.open(str(tmp_path / "out" / "database.db")) as db:
+        pair_ids, geometries = db.read_two_view_geometries()
+        raw = dict(zip(*db.read_all_matches()))
+    assert len(geometries) == 3
+    for pair_id, geometry in zip(pair_ids, geometries):
+        assert geometry.config == pycolmap.TwoViewGeometryConfiguration.UNCALIBRATED
+        assert len(geometry.inlier_matches) == len(raw[pair_id]) > 20
