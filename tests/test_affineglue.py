@@ -62,11 +62,13 @@ def pool_scene(seed: int, n: int = 400, k: int = 3, inlier: float = 0.3, planar:
                 H=Hs[0], T=T)
 
 
+@pytest.mark.parametrize("scoring", ["magsac++", "msac"])
 @pytest.mark.parametrize("minimal", ["gravity", "affine"])
-def test_homography_from_pools(minimal):
+def test_homography_from_pools(minimal, scoring):
     s = pool_scene(0)
     res = estimate_homography_ac(s["x0"], s["x1"], s["cand"], s["acs"], s["scores"], minimal=minimal,
-                                 K0=K, K1=K, gravity0=s["g0"], gravity1=s["g1"], seed=0)
+                                 K0=K, K1=K, gravity0=s["g0"], gravity1=s["g1"], scoring=scoring,
+                                 seed=0)
     assert corner_error(res.model, s["H"], (640, 480)) < 1.0
     src, dst = res.matches.T
     assert len(np.unique(dst)) == len(dst)                       # one-to-one
@@ -74,18 +76,19 @@ def test_homography_from_pools(minimal):
     assert (res.residuals < 3).all()
     again = estimate_homography_ac(s["x0"], s["x1"], s["cand"], s["acs"], s["scores"],
                                    minimal=minimal, K0=K, K1=K, gravity0=s["g0"],
-                                   gravity1=s["g1"], seed=0)
+                                   gravity1=s["g1"], scoring=scoring, seed=0)
     assert np.array_equal(again.matches, res.matches) and np.array_equal(again.model, res.model)
 
 
+@pytest.mark.parametrize("scoring", ["magsac++", "msac"])
 @pytest.mark.parametrize("gravity", ["true", "upright"])
-def test_essential_from_pools(gravity):
+def test_essential_from_pools(gravity, scoring):
     """With the true gravity and with the (wrong: ~6 deg tilts) upright prior: local
     optimisation turns the rough minimal models into the right pose."""
     s = pool_scene(1, planar=False)
     g = (s["g0"], s["g1"]) if gravity == "true" else (None, None)
     res = estimate_essential_ac(s["x0"], s["x1"], s["cand"], s["acs"], K, K, s["scores"],
-                                gravity0=g[0], gravity1=g[1], seed=0)
+                                gravity0=g[0], gravity1=g[1], scoring=scoring, seed=0)
     assert pose_error(s["T"], res.R, res.t) < 2.0
     src, dst = res.matches.T
     assert len(np.unique(dst)) == len(dst) and np.mean(src == dst) > 0.9
@@ -132,6 +135,8 @@ def test_matcher_config_errors():
         load_matcher("affineglue", model="fundamental")
     with pytest.raises(ConfigError):
         load_matcher("affineglue", pool_size=0)
+    with pytest.raises(ConfigError, match="scoring"):
+        load_matcher("affineglue", scoring="ransac")
 
 
 @pytest.fixture(scope="module")

@@ -354,3 +354,19 @@ def test_scannet_reader_rejects_bad_lines(tmp_path):
     (tmp_path / "short.txt").write_text("a.jpg b.jpg 0 0 1 2 3\n")
     with pytest.raises(ValueError, match="38 fields"):
         D.read_scannet_pairs(tmp_path / "short.txt")
+
+
+def test_strecha_gravity_follows_the_ground_truth_poses(datasets_root):
+    """Gravity from one level world frame: rotating camera 0's gravity into camera 1 gives
+    camera 1's (this fails if the camera-to-world convention is flipped), and every camera is
+    within 10 degrees of upright (the level-world assumption the docstring states)."""
+    from matchlab.datasets.readers import relative_pose, strecha_cameras, strecha_gravity
+
+    cams, gravity = strecha_cameras(), strecha_gravity()
+    assert sorted(gravity) == sorted(cams) and len(gravity) == 11
+    names = sorted(cams)
+    for a, b in zip(names, names[3:]):
+        T = relative_pose(cams[a], cams[b])
+        np.testing.assert_allclose(T[:3, :3] @ gravity[a], gravity[b], atol=1e-5)  # R in the files: ~7 digits
+    tilt = np.degrees([np.arccos(g[1]) for g in gravity.values()])
+    assert (tilt < 10).all() and tilt.max() > 1  # level world, cameras not exactly upright

@@ -63,18 +63,23 @@ def load_resized(path, size, interpolation: int, grayscale: bool):
 
 def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = ("ransac",),
                   seeds: Sequence[int] = (0, 1, 2, 3, 4), threshold_px: float | None = None,
+                  gravity: dict | None = None, feature_cache: dict | None = None,
                   progress: bool = True) -> dict:
     """Run `extractor` + `matcher` on every pose pair of `dataset` and score each estimator.
 
     The extractor must be built with resize=None: the protocol resizes the images itself.
     A matcher with `needs_intrinsics` (AffineGlue) gets K0 / K1, and the estimator name
     "matcher" scores the pose it returns in extras["R"] / extras["t"].
-    threshold_px overrides the protocol's RANSAC threshold. Returns a dict with the settings,
+    threshold_px overrides the protocol's RANSAC threshold. gravity: {image name: down
+    direction [3] in camera coordinates} for a matcher with `uses_gravity` (missing names:
+    upright). feature_cache: a dict to share extracted features between calls with the same
+    extractor (benchmarks comparing matchers). Returns a dict with the settings,
     one entry per estimator under "estimators" (auc@Xdeg in %, time_estimate_s) and per-pair
     rows under "pairs" (matches, precision, errors per estimator and seed).
     """
     from ..datasets import dataset_path
     from ..datasets.readers import pose_pairs
+    from ..pipeline import check_gravity
 
     if dataset not in POSE_PROTOCOLS:
         raise ValueError(f"no pose protocol for {dataset!r}; available: {', '.join(POSE_PROTOCOLS)}")
@@ -88,10 +93,11 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
     if MATCHER_ESTIMATOR in functions and not getattr(matcher, "needs_intrinsics", False):
         raise ValueError(f"estimator {MATCHER_ESTIMATOR!r} takes the pose from the matcher, and "
                          f"{type(matcher).__name__} estimates none (use e.g. affineglue)")
+    check_gravity(matcher, gravity)
     image_dir = dataset_path(dataset) / "images"
     pairs = pose_pairs(dataset)
 
-    cache: dict[str, tuple] = {}
+    cache: dict[str, tuple] = {} if feature_cache is None else feature_cache
 
     def features(name: str):
         if name not in cache:
@@ -107,8 +113,11 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
         K0, K1 = scale_intrinsics(pair.K0, s0), scale_intrinsics(pair.K1, s1)
         start = time.perf_counter()
         # a matcher that estimates the geometry itself (AffineGlue) gets the intrinsics
-        result = (matcher(f0, f1, K0=K0, K1=K1) if getattr(matcher, "needs_intrinsics", False)
-                  else matcher(f0, f1))
+        extra = {}
+        if gravity:
+            extra = dict(gravity0=gravity.get(pair.name0), gravity1=gravity.get(pair.name1))
+        result = (matcher(f0, f1, K0=K0, K1=K1, **extra)
+                  if getattr(matcher, "needs_intrinsics", False) else matcher(f0, f1))
         t_match = time.perf_counter() - start
         idx = result.pairs().numpy()
         scores = result.matched_scores().numpy().astype(np.float64)
@@ -142,7 +151,7 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
     extract_times = [t for _, _, t in cache.values()]
     return {
         "benchmark": "pose", "dataset": dataset, "num_pairs": len(rows), "seeds": list(seeds),
-        "threshold_px": threshold,
+        "threshold_px": threshold, "gravity": gravity is not None,
         "size": protocol.size, "estimators": summary,
         "matches": float(np.mean([r["matches"] for r in rows])),
         "precision": 100 * float(np.mean([r["precision"] for r in rows])),

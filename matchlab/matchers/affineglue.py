@@ -44,6 +44,7 @@ from torch import Tensor
 
 from ..geometry.ac_ransac import estimate_essential_ac, estimate_homography_ac
 from ..geometry.affine import default_intrinsics, pool_affines, read_gravity  # noqa: F401 (API)
+from ..geometry.scoring import SCORINGS
 from ..registry import ConfigError, Configurable, load_matcher, resolve
 from ..types import Features, Matches
 
@@ -80,7 +81,8 @@ class AffineGlue(Configurable):
     gravity prior, e.g. (-45, -30, -15, 0, 15, 30, 45); (0,) trusts the prior),
     lo_ransac_seed (essential, default on: also start LO from pycolmap LO-RANSAC's pose on
     the pools' first candidates, a hypothesis that does not depend on gravity; measured with
-    DISK + LightGlue pools: ScanNet AUC@5 4.1 -> 9.8, Strecha AUC@2 65.6 -> 95.2), seed.
+    DISK + LightGlue pools: ScanNet AUC@5 4.1 -> 9.8, Strecha AUC@2 65.6 -> 95.2), scoring
+    ("magsac++" | "msac"; see matchlab.geometry.scoring), seed.
     """
 
     default_conf: ClassVar[dict[str, Any]] = {
@@ -103,6 +105,7 @@ class AffineGlue(Configurable):
         "lo_iterations": 20,
         "tilt_grid_deg": (0.0,),
         "lo_ransac_seed": True,
+        "scoring": "msac",
         "seed": 0,
     }
     needs_intrinsics: ClassVar[bool] = True  # forward accepts K0 / K1
@@ -125,6 +128,8 @@ class AffineGlue(Configurable):
                               f"got {c['minimal']!r}")
         if isinstance(c["pool_size"], bool) or not isinstance(c["pool_size"], int) or c["pool_size"] < 1:
             raise ConfigError(f"AffineGlue: pool_size must be an int >= 1, got {c['pool_size']!r}")
+        if c["scoring"] not in SCORINGS:
+            raise ConfigError(f"AffineGlue: scoring must be one of {SCORINGS}, got {c['scoring']!r}")
         if c["threshold_px"] is not None and not float(c["threshold_px"]) > 0:
             raise ConfigError(f"AffineGlue: threshold_px must be > 0, got {c['threshold_px']!r}")
         base_conf = dict(c["base_conf"] or {})
@@ -210,7 +215,7 @@ class AffineGlue(Configurable):
         g1 = gs[1] if gs[1] is not None else c["gravity1"]
         common = dict(gravity0=g0, gravity1=g1, min_hypotheses=c["min_hypotheses"],
                       max_hypotheses=c["max_hypotheses"], confidence=c["confidence"],
-                      lo_iterations=c["lo_iterations"], seed=c["seed"])
+                      lo_iterations=c["lo_iterations"], scoring=c["scoring"], seed=c["seed"])
         kp0 = f0.keypoints.cpu().numpy().astype(np.float64)
         kp1 = f1.keypoints.cpu().numpy().astype(np.float64)
         if c["model"] == "homography":
