@@ -64,6 +64,7 @@ def load_resized(path, size, interpolation: int, grayscale: bool):
 def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = ("ransac",),
                   seeds: Sequence[int] = (0, 1, 2, 3, 4), threshold_px: float | None = None,
                   gravity: dict | None = None, feature_cache: dict | None = None,
+                  only_pairs: Sequence[tuple[str, str]] | None = None,
                   progress: bool = True) -> dict:
     """Run `extractor` + `matcher` on every pose pair of `dataset` and score each estimator.
 
@@ -73,7 +74,8 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
     threshold_px overrides the protocol's RANSAC threshold. gravity: {image name: down
     direction [3] in camera coordinates} for a matcher with `uses_gravity` (missing names:
     upright). feature_cache: a dict to share extracted features between calls with the same
-    extractor (benchmarks comparing matchers). Returns a dict with the settings,
+    extractor (benchmarks comparing matchers). only_pairs: evaluate these (name0, name1) pairs
+    of the protocol only (ValueError for a pair it does not have). Returns a dict with the settings,
     one entry per estimator under "estimators" (auc@Xdeg in %, time_estimate_s) and per-pair
     rows under "pairs" (matches, precision, errors per estimator and seed).
     """
@@ -96,6 +98,12 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
     check_gravity(matcher, gravity)
     image_dir = dataset_path(dataset) / "images"
     pairs = pose_pairs(dataset)
+    if only_pairs is not None:
+        known = {(p.name0, p.name1): p for p in pairs}
+        missing = [f"{a} {b}" for a, b in only_pairs if (a, b) not in known]
+        if missing:
+            raise ValueError(f"{dataset} has no pose pair {', '.join(missing)}")
+        pairs = [known[tuple(p)] for p in only_pairs]
 
     cache: dict[str, tuple] = {} if feature_cache is None else feature_cache
 
