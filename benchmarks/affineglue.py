@@ -2,8 +2,9 @@
 
     python benchmarks/affineglue.py frames [--dataset oxford_graf] [--pairs 3] [--max-keypoints 512]
 
-For each scale source (fixed radius vs scale selection), AffNet with / without OriNet, and
-SIFT's own frames, the affine correspondences A = A1 A0^-1 of ground-truth correspondences
+For each scale source (fixed radius vs scale selection), AffNet with / without OriNet,
+SIFT's own frames, and ACs fitted to the matched neighbours (`neighbour_affines`, matches of
+LightGlue for SuperPoint, mutual NN for SIFT; timing includes the matching), the affine correspondences A = A1 A0^-1 of ground-truth correspondences
 (keypoints within 2 px of H(x), mutual) are compared with the Jacobian J of the true homography
 at x: median relative error |A - J|_F / |J|_F, median |log2| scale-ratio error, median
 rotation error (deg), and the fraction of ACs within 20 % of J.
@@ -55,10 +56,10 @@ def ac_errors(A: np.ndarray, J: np.ndarray) -> dict:
 
 
 def frames_benchmark(args) -> None:
-    from matchlab import load_extractor
+    from matchlab import load_extractor, load_matcher
     from matchlab.datasets.readers import homography_pairs
     from matchlab.extractors.frames import AffineFrames, to_gray
-    from matchlab.geometry.affine import affine_from_lafs, homography_jacobian
+    from matchlab.geometry.affine import affine_from_lafs, homography_jacobian, neighbour_affines
     from matchlab.images import to_tensor
 
     pairs = homography_pairs(args.dataset)[:args.pairs]
@@ -67,9 +68,11 @@ def frames_benchmark(args) -> None:
     configs = [("superpoint", "affnet", 16.0), ("superpoint", "affnet", 32.0),
                ("superpoint", "affnet", "log"), ("superpoint", "affnet-upright", 32.0),
                ("superpoint", "affnet-upright", "log"), ("sift", None, None),
-               ("sift", "affnet", None)]
+               ("sift", "affnet", None), ("superpoint", "neighbours", "lightglue"),
+               ("sift", "neighbours", "nn")]
     rows: dict[tuple, list] = {c: [] for c in configs}
     frame_models = {}
+    matchers = {"lightglue": load_matcher("lightglue", features="superpoint"), "nn": load_matcher("nn")}
     timing: dict[tuple, float] = {}
     for pair in pairs:
         images = [pair.image0, pair.image1]
@@ -78,6 +81,19 @@ def frames_benchmark(args) -> None:
         for cfg in configs:
             det, mode, scale = cfg
             f0, f1 = feats[det]
+            kp0, kp1 = f0.keypoints.numpy(), f1.keypoints.numpy()
+            idx = gt_correspondences(pair.H, kp0, kp1)
+            J = homography_jacobian(pair.H, kp0[idx[:, 0]])
+            if mode == "neighbours":  # fitted to the base matcher's matches around each point
+                start = time.perf_counter()
+                matches0 = matchers[scale](f0, f1).matches0.numpy()
+                cand = np.full((len(kp0), 1), -1)
+                cand[idx[:, 0], 0] = idx[:, 1]
+                A = neighbour_affines(kp0, kp1, matches0, cand)[idx[:, 0], 0]
+                timing[cfg] = timing.get(cfg, 0) + (time.perf_counter() - start) / (len(f0) + len(f1))
+                ok = np.isfinite(A).all((1, 2))
+                rows[cfg].append((pair.image1.name, ac_errors(A[ok], J[ok])))
+                continue
             if mode is None:
                 lafs = [f0.lafs, f1.lafs]
             else:
@@ -87,10 +103,7 @@ def frames_benchmark(args) -> None:
                 start = time.perf_counter()
                 lafs = [frame_models[key](g, f.keypoints, f.lafs) for g, f in zip(grays, (f0, f1))]
                 timing[cfg] = timing.get(cfg, 0) + (time.perf_counter() - start) / (len(f0) + len(f1))
-            kp0, kp1 = f0.keypoints.numpy(), f1.keypoints.numpy()
-            idx = gt_correspondences(pair.H, kp0, kp1)
             A = affine_from_lafs(lafs[0].numpy()[idx[:, 0]], lafs[1].numpy()[idx[:, 1]])
-            J = homography_jacobian(pair.H, kp0[idx[:, 0]])
             rows[cfg].append((pair.image1.name, ac_errors(A, J)))
     print(f"\nAffine correspondences vs the true homography's Jacobian, {args.dataset} "
           f"(median over GT correspondences; {args.max_keypoints} keypoints)")

@@ -19,6 +19,7 @@ gravity-aligned frame (y down) to the camera's.
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,80 @@ def pool_affines(lafs0: np.ndarray, lafs1: np.ndarray, candidates: np.ndarray) -
     out = affine_from_lafs(np.asarray(lafs0, dtype=np.float64)[:, None], dst)
     out[candidates < 0] = np.nan
     return out
+
+
+def neighbour_affines(kpts0: np.ndarray, kpts1: np.ndarray, matches0: np.ndarray,
+                      candidates: np.ndarray, num_neighbours: int = 8, tolerance_px: float = 3.0,
+                      chunk: int = 1024) -> np.ndarray:
+    """ACs of candidate pools fitted to matched neighbours instead of local frames: [N0, k, 2, 2].
+
+    For source i, the 2x2 part A of the affine map y = A x + b fitted to the
+    `num_neighbours` nearest other sources n (in image 0, pixels) that have a match
+    matches0[n] >= 0 (pairs (kpts0[n], kpts1[matches0[n]])), robustly: every triplet of
+    neighbours gives an exact affine map, the one with most neighbours within `tolerance_px`
+    wins, and A is the least-squares fit to those (outlier matches among the neighbours are
+    common). The same A serves every candidate of i (the candidate enters the hypothesis as
+    its point).
+    NaN where a slot is empty (candidates -1), no triplet has the support of a fourth
+    neighbour, or the supporting neighbours are collinear. kpts0 [N0, 2], kpts1 [N1, 2], matches0 [N0] (-1 = unmatched), candidates [N0, k].
+    """
+    kpts0 = np.asarray(kpts0, dtype=np.float64).reshape(-1, 2)
+    kpts1 = np.asarray(kpts1, dtype=np.float64).reshape(-1, 2)
+    matches0 = np.asarray(matches0, dtype=np.int64).reshape(-1)
+    candidates = np.asarray(candidates, dtype=np.int64)
+    if len(matches0) != len(kpts0):
+        raise ValueError(f"matches0 has {len(matches0)} entries but kpts0 has {len(kpts0)} points")
+    out = np.full(candidates.shape + (2, 2), np.nan)
+    matched = np.nonzero(matches0 >= 0)[0]
+    if len(matched) < 3 or len(kpts0) == 0:
+        return out
+    k = min(num_neighbours, len(matched) - 1)
+    if k < 3:
+        return out
+    xm, ym = kpts0[matched], kpts1[matches0[matched]]
+    A = np.full((len(kpts0), 2, 2), np.nan)
+    for s in range(0, len(kpts0), chunk):
+        d = np.linalg.norm(kpts0[s:s + chunk, None] - xm[None], axis=2)
+        d[matched[None] == np.arange(s, min(s + chunk, len(kpts0)))[:, None]] = np.inf  # not itself
+        nbr = np.argpartition(d, k - 1, axis=1)[:, :k]                                # [C, k]
+        x, y = xm[nbr], ym[nbr]                                                       # [C, k, 2]
+        triplets = np.array(list(itertools.combinations(range(k), 3)))             # [T, 3]
+        tx, ty = x[:, triplets], y[:, triplets]                                       # [C, T, 3, 2]
+        Ts, Tb = _weighted_affine(tx.reshape(-1, 3, 2), ty.reshape(-1, 3, 2),
+                                  np.ones((tx.shape[0] * len(triplets), 3)))
+        Ts, Tb = Ts.reshape(len(x), len(triplets), 2, 2), Tb.reshape(len(x), len(triplets), 2)
+        pred = np.einsum("ctij,ckj->ctki", Ts, x) + Tb[:, :, None]                    # [C, T, k, 2]
+        close = np.linalg.norm(pred - y[:, None], axis=3) < tolerance_px             # NaN: False
+        support = close.sum(2)
+        best = support.argmax(1)
+        w = close[np.arange(len(x)), best].astype(np.float64)
+        w[support.max(1) < 4] = 0.0  # a triplet nobody else agrees with: no AC
+        fit = _weighted_affine(x, y, w)
+        A[s:s + chunk] = fit[0]
+    out[:] = A[:, None]
+    out[candidates < 0] = np.nan
+    return out
+
+
+def _weighted_affine(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the (A [2, 2], b [2]) minimising sum_n w_n |y_n - A x_n - b|^2 for x, y [C, k, 2],
+    w [C, k]; NaN where fewer than 3 points have weight or they are collinear."""
+    sw = w.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = (w[..., None] * x).sum(1) / sw[:, None]
+        my = (w[..., None] * y).sum(1) / sw[:, None]
+        dx, dy = x - mx[:, None], y - my[:, None]
+        C = np.einsum("ck,cki,ckj->cij", w, dx, dx)
+        M = np.einsum("ck,cki,ckj->cij", w, dy, dx)
+        det = C[:, 0, 0] * C[:, 1, 1] - C[:, 0, 1] * C[:, 1, 0]
+        trace = C[:, 0, 0] + C[:, 1, 1]
+        bad = (sw < 3) | ~(det > 1e-6 * trace ** 2)
+        Cinv = np.stack([np.stack([C[:, 1, 1], -C[:, 0, 1]], -1),
+                         np.stack([-C[:, 1, 0], C[:, 0, 0]], -1)], -2) / det[:, None, None]
+        A = M @ Cinv
+    A[bad] = np.nan
+    b = my - np.einsum("cij,cj->ci", A, mx)
+    return A, b
 
 
 def homography_jacobian(H: np.ndarray, points: np.ndarray) -> np.ndarray:

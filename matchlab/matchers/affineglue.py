@@ -13,8 +13,11 @@ matching and robust estimation from one-to-many affine correspondences. Our impl
      (StereoGlue keeps > -20).
    `sources`: "matched" keeps pools only for keypoints the base matcher matched one-to-one
    (StereoGlue's choice), "all" for every keypoint.
-2. Affine correspondences A = A1 A0^-1 from the features' local affine frames (`Features.lafs`:
-   SIFT's own frames, or `lafs="affnet"` on any extractor).
+2. Affine correspondences: `affines="frames"` (default), A = A1 A0^-1 from the features' local
+   affine frames (`Features.lafs`: SIFT's own frames, or `lafs="affnet"` on any extractor);
+   `affines="neighbours"`, A fitted (robustly) to the base matcher's matches of the
+   `num_neighbours` nearest matched keypoints (`matchlab.geometry.affine.neighbour_affines`;
+   no frames needed).
 3. `matchlab.geometry.ac_ransac`: hypotheses from single ACs (1AC + gravity solvers), guided
    matching (each source takes the first candidate of its pool consistent with the model),
    local optimisation, final least squares; one-to-one inlier matches.
@@ -43,7 +46,8 @@ import torch
 from torch import Tensor
 
 from ..geometry.ac_ransac import estimate_essential_ac, estimate_homography_ac
-from ..geometry.affine import default_intrinsics, pool_affines, read_gravity  # noqa: F401 (API)
+from ..geometry.affine import (default_intrinsics, neighbour_affines, pool_affines,  # noqa: F401
+                               read_gravity)  # read_gravity: part of this module's API
 from ..geometry.scoring import SCORINGS
 from ..registry import ConfigError, Configurable, load_matcher, resolve
 from ..types import Features, Matches
@@ -82,7 +86,8 @@ class AffineGlue(Configurable):
     lo_ransac_seed (essential, default on: also start LO from pycolmap LO-RANSAC's pose on
     the pools' first candidates, a hypothesis that does not depend on gravity; measured with
     DISK + LightGlue pools: ScanNet AUC@5 4.1 -> 9.8, Strecha AUC@2 65.6 -> 95.2), scoring
-    ("magsac++" | "msac"; see matchlab.geometry.scoring), seed.
+    ("magsac++" | "msac"; see matchlab.geometry.scoring), affines ("frames" | "neighbours"),
+    num_neighbours, seed.
     """
 
     default_conf: ClassVar[dict[str, Any]] = {
@@ -106,6 +111,8 @@ class AffineGlue(Configurable):
         "tilt_grid_deg": (0.0,),
         "lo_ransac_seed": True,
         "scoring": "msac",
+        "affines": "frames",
+        "num_neighbours": 8,
         "seed": 0,
     }
     needs_intrinsics: ClassVar[bool] = True  # forward accepts K0 / K1
@@ -128,6 +135,8 @@ class AffineGlue(Configurable):
                               f"got {c['minimal']!r}")
         if isinstance(c["pool_size"], bool) or not isinstance(c["pool_size"], int) or c["pool_size"] < 1:
             raise ConfigError(f"AffineGlue: pool_size must be an int >= 1, got {c['pool_size']!r}")
+        if c["affines"] not in ("frames", "neighbours"):
+            raise ConfigError(f"AffineGlue: affines must be 'frames' or 'neighbours', got {c['affines']!r}")
         if c["scoring"] not in SCORINGS:
             raise ConfigError(f"AffineGlue: scoring must be one of {SCORINGS}, got {c['scoring']!r}")
         if c["threshold_px"] is not None and not float(c["threshold_px"]) > 0:
@@ -182,11 +191,12 @@ class AffineGlue(Configurable):
             for side, f in enumerate((f0, f1)):
                 if not isinstance(f, Features):
                     raise TypeError(f"pairs[{i}][{side}] must be a matchlab.Features")
-                if f.lafs is None and len(f) > 0:
+                if f.lafs is None and len(f) > 0 and self.conf["affines"] == "frames":
                     raise ValueError(
                         f"AffineGlue needs local affine frames: pairs[{i}][{side}] has lafs=None. "
                         "Extract with lafs='affnet' (e.g. load_extractor('superpoint', "
-                        "lafs='affnet')) or use SIFT, whose frames come with its keypoints.")
+                        "lafs='affnet')) or use SIFT, whose frames come with its keypoints, or "
+                        "fit the ACs to matched neighbours (affines='neighbours').")
         pools = self._pools(pairs)
         out = []
         for i, ((f0, f1), (cand, cscores, base)) in enumerate(zip(pairs, pools)):
@@ -208,7 +218,11 @@ class AffineGlue(Configurable):
         cscores = cscores.cpu().numpy().astype(np.float64)
         if c["sources"] == "matched":
             cand = np.where((base.matches0.cpu().numpy() > -1)[:, None], cand, -1)
-        acs = pool_affines(f0.lafs.cpu().numpy(), f1.lafs.cpu().numpy(), cand)
+        if c["affines"] == "frames":
+            acs = pool_affines(f0.lafs.cpu().numpy(), f1.lafs.cpu().numpy(), cand)
+        else:
+            acs = neighbour_affines(f0.keypoints.cpu().numpy(), f1.keypoints.cpu().numpy(),
+                                    base.matches0.cpu().numpy(), cand, int(c["num_neighbours"]))
         K0 = Ks[0] if Ks[0] is not None else c["K0"]
         K1 = Ks[1] if Ks[1] is not None else c["K1"]
         g0 = gs[0] if gs[0] is not None else c["gravity0"]
