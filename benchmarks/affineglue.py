@@ -4,8 +4,9 @@
 
 For each scale source (fixed radius vs scale selection), AffNet with / without OriNet,
 SIFT's own frames, and ACs fitted to the matched neighbours (`neighbour_affines`, matches of
-LightGlue for SuperPoint, mutual NN for SIFT; timing includes the matching), the affine correspondences A = A1 A0^-1 of ground-truth correspondences
-(keypoints within 2 px of H(x), mutual) are compared with the Jacobian J of the true homography
+LightGlue for DISK, mutual NN for SIFT; timing includes the matching), the affine
+correspondences A = A1 A0^-1 of ground-truth correspondences (keypoints within 2 px of H(x),
+mutual) are compared with the Jacobian J of the true homography
 at x: median relative error |A - J|_F / |J|_F, median |log2| scale-ratio error, median
 rotation error (deg), and the fraction of ACs within 20 % of J.
 
@@ -68,15 +69,17 @@ def frames_benchmark(args) -> None:
     configs = [("superpoint", "affnet", 16.0), ("superpoint", "affnet", 32.0),
                ("superpoint", "affnet", "log"), ("superpoint", "affnet-upright", 32.0),
                ("superpoint", "affnet-upright", "log"), ("sift", None, None),
-               ("sift", "affnet", None), ("superpoint", "neighbours", "lightglue"),
+               ("sift", "affnet", None), ("disk", "neighbours", "lightglue"),
                ("sift", "neighbours", "nn")]
     rows: dict[tuple, list] = {c: [] for c in configs}
     frame_models = {}
-    matchers = {"lightglue": load_matcher("lightglue", features="superpoint"), "nn": load_matcher("nn")}
+    matchers = {"lightglue": load_matcher("lightglue", features="disk"), "nn": load_matcher("nn")}
+    disk = load_extractor("disk", resize=None, max_keypoints=args.max_keypoints)
     timing: dict[tuple, float] = {}
     for pair in pairs:
         images = [pair.image0, pair.image1]
-        feats = {"superpoint": [sp(im) for im in images], "sift": [sift(im) for im in images]}
+        feats = {"superpoint": [sp(im) for im in images], "sift": [sift(im) for im in images],
+                 "disk": [disk(im) for im in images]}
         grays = [to_gray(to_tensor(im, True)[None]) for im in images]
         for cfg in configs:
             det, mode, scale = cfg
