@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from .geometry.affine import read_gravity
 from .images import ImageError, list_images
+from .registry import ConfigError
 from .store import FeatureStore, MatchStore
 from .types import Features
 
@@ -162,6 +163,12 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
         todo = [p for p in pairs if p not in store]
         report.already = len(pairs) - len(todo)
         cache = _FeatureCache(features, device=device)
+        if todo and getattr(matcher, "needs_frames", False) and cache[todo[0][0]].lafs is None:
+            raise ConfigError(
+                f"{type(matcher).__name__} needs local affine frames and {features_path} has none "
+                f"(e.g. {todo[0][0]!r}): extract with --extractor-conf lafs=affnet, use SIFT, or "
+                "fit the affine correspondences to matched neighbours (--matcher-conf "
+                "affines=neighbours)")
         batched = (hasattr(matcher, "match_batch") and batch_size > 1) or bool(gravity)
         step = batch_size if batched else 1
         with tqdm(total=len(todo), desc="match", unit="pair", disable=not progress) as bar:

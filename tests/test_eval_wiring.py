@@ -207,3 +207,27 @@ def test_real_gravity_fixes_affineglue_pose_on_strecha():
     with pytest.raises(ValueError, match="gravity directions apply"):
         evaluate_pose("strecha_fountain_P11", extractor, load_matcher("nn"), ("ransac",),
                       gravity=strecha_gravity(), only_pairs=pairs[:1])
+
+
+def test_matchlab_match_affineglue_on_features_without_frames(graf_sift, datasets_root, tmp_path,
+                                                             capsys):
+    """A features.h5 without lafs (SuperPoint): AffineGlue refuses it with a hint, and runs on it
+    with affines=neighbours; its matches follow graf's true homography."""
+    from matchlab.datasets.readers import read_homography
+    from matchlab.geometry.homography import reprojection_errors
+    from matchlab.store import FeatureStore, MatchStore
+
+    features = tmp_path / "sp.h5"
+    assert main(["extract", str(graf_sift / "images"), str(features), "--features", "superpoint",
+                 "--resize", "512", "--max-keypoints", "512"]) == 0
+    pairs = str(graf_sift / "pairs.txt")
+    assert main(["match", str(features), pairs, str(tmp_path / "x.h5"), "--matcher", "affineglue"]) != 0
+    assert "needs local affine frames" in capsys.readouterr().err
+    assert main(["match", str(features), pairs, str(tmp_path / "m.h5"), "--matcher", "affineglue",
+                 "--matcher-conf", "affines=neighbours"]) == 0
+    with FeatureStore(features, mode="r") as fs, MatchStore(tmp_path / "m.h5", mode="r") as ms:
+        k0, k1 = fs.read_keypoints("img1.png"), fs.read_keypoints("img2.png")
+        idx, _ = ms.read_pairs("img1.png", "img2.png")
+    H = read_homography(datasets_root / "oxford_graf" / "H1to2p")
+    err = reprojection_errors(H, k0[idx[:, 0]], k1[idx[:, 1]])
+    assert len(idx) > 30 and np.mean(err < 3) > 0.9, (len(idx), np.mean(err < 3))

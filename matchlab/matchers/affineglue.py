@@ -121,6 +121,11 @@ class AffineGlue(Configurable):
     # COLMAP database as verified two-view geometries instead of re-running RANSAC
     verifies_geometry: ClassVar[bool] = True
 
+    @property
+    def needs_frames(self) -> bool:
+        """Whether the features must carry local affine frames (`match_pairs` checks up front)."""
+        return self.conf["affines"] == "frames"
+
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
         c = self.conf
