@@ -83,9 +83,11 @@ def neighbour_affines(kpts0: np.ndarray, kpts1: np.ndarray, matches0: np.ndarray
         return out
     xm, ym = kpts0[matched], kpts1[matches0[matched]]
     A = np.full((len(kpts0), 2, 2), np.nan)
-    for s in range(0, len(kpts0), chunk):
-        d = np.linalg.norm(kpts0[s:s + chunk, None] - xm[None], axis=2)
-        d[matched[None] == np.arange(s, min(s + chunk, len(kpts0)))[:, None]] = np.inf  # not itself
+    rows = np.nonzero((candidates >= 0).reshape(len(kpts0), -1).any(1))[0]  # sources with a pool
+    for s in range(0, len(rows), chunk):
+        part = rows[s:s + chunk]
+        d = np.linalg.norm(kpts0[part, None] - xm[None], axis=2)
+        d[matched[None] == part[:, None]] = np.inf  # not itself
         nbr = np.argpartition(d, k - 1, axis=1)[:, :k]                                # [C, k]
         x, y = xm[nbr], ym[nbr]                                                       # [C, k, 2]
         triplets = np.array(list(itertools.combinations(range(k), 3)))             # [T, 3]
@@ -93,14 +95,14 @@ def neighbour_affines(kpts0: np.ndarray, kpts1: np.ndarray, matches0: np.ndarray
         Ts, Tb = _weighted_affine(tx.reshape(-1, 3, 2), ty.reshape(-1, 3, 2),
                                   np.ones((tx.shape[0] * len(triplets), 3)))
         Ts, Tb = Ts.reshape(len(x), len(triplets), 2, 2), Tb.reshape(len(x), len(triplets), 2)
-        pred = np.einsum("ctij,ckj->ctki", Ts, x) + Tb[:, :, None]                    # [C, T, k, 2]
+        pred = x[:, None] @ np.swapaxes(Ts, 2, 3) + Tb[:, :, None]                   # [C, T, k, 2]
         close = np.linalg.norm(pred - y[:, None], axis=3) < tolerance_px             # NaN: False
         support = close.sum(2)
         best = support.argmax(1)
         w = close[np.arange(len(x)), best].astype(np.float64)
         w[support.max(1) < 4] = 0.0  # a triplet nobody else agrees with: no AC
         fit = _weighted_affine(x, y, w)
-        A[s:s + chunk] = fit[0]
+        A[part] = fit[0]
     out[:] = A[:, None]
     out[candidates < 0] = np.nan
     return out
@@ -114,8 +116,8 @@ def _weighted_affine(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.nd
         mx = (w[..., None] * x).sum(1) / sw[:, None]
         my = (w[..., None] * y).sum(1) / sw[:, None]
         dx, dy = x - mx[:, None], y - my[:, None]
-        C = np.einsum("ck,cki,ckj->cij", w, dx, dx)
-        M = np.einsum("ck,cki,ckj->cij", w, dy, dx)
+        wdx = np.swapaxes(w[..., None] * dx, 1, 2)                                 # [C, 2, k]
+        C, M = wdx @ dx, np.swapaxes(w[..., None] * dy, 1, 2) @ dx
         det = C[:, 0, 0] * C[:, 1, 1] - C[:, 0, 1] * C[:, 1, 0]
         trace = C[:, 0, 0] + C[:, 1, 1]
         bad = (sw < 3) | ~(det > 1e-6 * trace ** 2)
@@ -123,7 +125,7 @@ def _weighted_affine(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.nd
                          np.stack([-C[:, 1, 0], C[:, 0, 0]], -1)], -2) / det[:, None, None]
         A = M @ Cinv
     A[bad] = np.nan
-    b = my - np.einsum("cij,cj->ci", A, mx)
+    b = my - (A @ mx[..., None])[..., 0]
     return A, b
 
 
