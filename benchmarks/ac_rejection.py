@@ -52,23 +52,19 @@ def candidate_features(kp0, kp1, cand, probs, acs, matches0) -> np.ndarray:
 
 
 def local_consistency(kp0, kp1, cand, matches0, num_neighbours: int = 8) -> np.ndarray:
-    """[N0, k] px distance of each candidate from the affine prediction of its source's
-    matched neighbours (inf where there is none)."""
-    matched = np.nonzero(matches0 >= 0)[0]
-    out = np.full(cand.shape, np.inf)
-    if len(matched) < 4:
-        return out
-    from matchlab.geometry.affine import _weighted_affine
+    """[N0, k] px distance of each candidate from the least-squares affine prediction of its
+    source's matched neighbours (inf where there is none)."""
+    from matchlab.geometry.affine import fit_affine, nearest_matched
 
-    d = np.linalg.norm(kp0[:, None] - kp0[matched][None], axis=2)
-    d[matched[None] == np.arange(len(kp0))[:, None]] = np.inf
-    kk = min(num_neighbours, len(matched) - 1)
-    nbr = np.argpartition(d, kk - 1, axis=1)[:, :kk]
-    x, y = kp0[matched][nbr], kp1[matches0[matched]][nbr]
-    A, b = _weighted_affine(x, y, np.ones(nbr.shape))
-    pred = np.einsum("nij,nj->ni", A, kp0) + b
+    out = np.full(cand.shape, np.inf)
+    k = min(num_neighbours, int((matches0 >= 0).sum()) - 1)
+    if k < 3:
+        return out
+    nbr = nearest_matched(kp0, matches0, np.arange(len(kp0)), k)
+    A, b = fit_affine(kp0[nbr], kp1[matches0[nbr]], np.ones(nbr.shape))
+    pred = (A @ kp0[..., None])[..., 0] + b
     dist = np.linalg.norm(kp1[np.clip(cand, 0, None)] - pred[:, None], axis=2)
-    return np.where((cand >= 0) & np.isfinite(dist), dist, np.inf)
+    return np.where((cand >= 0) & np.isfinite(dist), dist, out)
 
 
 def collect(dataset, extractor, matcher, cache):

@@ -75,8 +75,8 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
     direction [3] in camera coordinates} for a matcher with `uses_gravity` (missing names:
     upright). feature_cache: a dict to share extracted features between calls with the same
     extractor (benchmarks comparing matchers). only_pairs: evaluate these (name0, name1) pairs
-    of the protocol only (ValueError for a pair it does not have). Returns a dict with the settings,
-    one entry per estimator under "estimators" (auc@Xdeg in %, time_estimate_s) and per-pair
+    of the protocol only (ValueError for a pair it does not have). Returns a dict with the
+    settings, one entry per estimator under "estimators" (auc@Xdeg in %, time_estimate_s) and per-pair
     rows under "pairs" (matches, precision, errors per estimator and seed).
     """
     from ..datasets import dataset_path
@@ -159,7 +159,7 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
     extract_times = [t for _, _, t in cache.values()]
     return {
         "benchmark": "pose", "dataset": dataset, "num_pairs": len(rows), "seeds": list(seeds),
-        "threshold_px": threshold, "gravity": gravity is not None,
+        "threshold_px": threshold, "gravity": bool(gravity),
         "size": protocol.size, "estimators": summary,
         "matches": float(np.mean([r["matches"] for r in rows])),
         "precision": 100 * float(np.mean([r["precision"] for r in rows])),

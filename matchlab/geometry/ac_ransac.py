@@ -23,8 +23,8 @@ Algorithm:
    the best so far (the minimal model of a noisy AC is often only roughly right: gating LO on
    the tight score alone lost the right model on graf). LO: iterated weighted least squares on
    the guided inliers (DLT / 8-point; weights: the scoring's IRLS weights, so with
-   "magsac++" MAGSAC++'s sigma-marginalised weights) with the threshold going 4x, 4x, 4x, 2x, 1x (the
-   minimal model of a noisy AC is only roughly right; for essential matrices preceded by a
+   "magsac++" MAGSAC++'s sigma-marginalised weights) with the threshold going 4x, 4x, 4x,
+   2x, 1x (the minimal model of a noisy AC is only roughly right; for essential matrices preceded by a
    5-point RANSAC (OpenCV) on the pairs within 4x the threshold, because epipolar bands admit
    many outliers at that width), then nested RANSAC: `lo_iterations` subsets of
    7 x (solver size) guided inliers drawn from the seeded generator; the best model wins.
@@ -185,7 +185,8 @@ class _EssentialProblem(_Problem):
         return E.reshape(-1, 3, 3)
 
 
-def _guided(r: np.ndarray, thr2: float, scoring: Scoring) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _guided(r: np.ndarray, thr2: float,
+            scoring: Scoring) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Guided matching of squared residuals [M, N0, k] (NaN = empty): per model and source,
     the first pool slot under thr2. Returns (score [M], slot [M, N0] (-1 none), residual [M, N0])."""
     r = np.where(np.isnan(r), np.inf, r)
@@ -278,7 +279,8 @@ class _Search:
                 src, dst, r = self.pairs(sl[0], rs[0])
                 if len(src) < self.p.sample_size:
                     break
-                fitted = self.p.fit(src, dst, self.scoring.weight(r / (self.thr2 * mult ** 2)) + 1e-3)
+                weights = self.scoring.weight(r / (self.thr2 * mult ** 2)) + 1e-3
+                fitted = self.p.fit(src, dst, weights)
                 if fitted is None or not np.isfinite(fitted).all():
                     break
                 model = fitted

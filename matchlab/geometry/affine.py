@@ -66,7 +66,8 @@ def neighbour_affines(kpts0: np.ndarray, kpts1: np.ndarray, matches0: np.ndarray
     common). The same A serves every candidate of i (the candidate enters the hypothesis as
     its point).
     NaN where a slot is empty (candidates -1), no triplet has the support of a fourth
-    neighbour, or the supporting neighbours are collinear. kpts0 [N0, 2], kpts1 [N1, 2], matches0 [N0] (-1 = unmatched), candidates [N0, k].
+    neighbour, or the supporting neighbours are collinear.
+    kpts0 [N0, 2], kpts1 [N1, 2], matches0 [N0] (-1 = unmatched), candidates [N0, k].
     """
     kpts0 = np.asarray(kpts0, dtype=np.float64).reshape(-1, 2)
     kpts1 = np.asarray(kpts1, dtype=np.float64).reshape(-1, 2)
@@ -81,18 +82,15 @@ def neighbour_affines(kpts0: np.ndarray, kpts1: np.ndarray, matches0: np.ndarray
     k = min(num_neighbours, len(matched) - 1)
     if k < 3:
         return out
-    xm, ym = kpts0[matched], kpts1[matches0[matched]]
     A = np.full((len(kpts0), 2, 2), np.nan)
     rows = np.nonzero((candidates >= 0).reshape(len(kpts0), -1).any(1))[0]  # sources with a pool
+    triplets = np.array(list(itertools.combinations(range(k), 3)))                 # [T, 3]
     for s in range(0, len(rows), chunk):
         part = rows[s:s + chunk]
-        d = np.linalg.norm(kpts0[part, None] - xm[None], axis=2)
-        d[matched[None] == part[:, None]] = np.inf  # not itself
-        nbr = np.argpartition(d, k - 1, axis=1)[:, :k]                                # [C, k]
-        x, y = xm[nbr], ym[nbr]                                                       # [C, k, 2]
-        triplets = np.array(list(itertools.combinations(range(k), 3)))             # [T, 3]
+        nbr = nearest_matched(kpts0, matches0, part, k)                               # [C, k]
+        x, y = kpts0[nbr], kpts1[matches0[nbr]]                                       # [C, k, 2]
         tx, ty = x[:, triplets], y[:, triplets]                                       # [C, T, 3, 2]
-        Ts, Tb = _weighted_affine(tx.reshape(-1, 3, 2), ty.reshape(-1, 3, 2),
+        Ts, Tb = fit_affine(tx.reshape(-1, 3, 2), ty.reshape(-1, 3, 2),
                                   np.ones((tx.shape[0] * len(triplets), 3)))
         Ts, Tb = Ts.reshape(len(x), len(triplets), 2, 2), Tb.reshape(len(x), len(triplets), 2)
         pred = x[:, None] @ np.swapaxes(Ts, 2, 3) + Tb[:, :, None]                   # [C, T, k, 2]
@@ -101,14 +99,26 @@ def neighbour_affines(kpts0: np.ndarray, kpts1: np.ndarray, matches0: np.ndarray
         best = support.argmax(1)
         w = close[np.arange(len(x)), best].astype(np.float64)
         w[support.max(1) < 4] = 0.0  # a triplet nobody else agrees with: no AC
-        fit = _weighted_affine(x, y, w)
+        fit = fit_affine(x, y, w)
         A[part] = fit[0]
     out[:] = A[:, None]
     out[candidates < 0] = np.nan
     return out
 
 
-def _weighted_affine(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nearest_matched(kpts0: np.ndarray, matches0: np.ndarray, sources: np.ndarray,
+                    k: int) -> np.ndarray:
+    """[len(sources), k] indices into kpts0 of the k keypoints nearest to each source (image-0
+    pixels) among those with a match (matches0 >= 0), the source itself excluded; needs at
+    least k + 1 matched keypoints."""
+    matched = np.nonzero(np.asarray(matches0) >= 0)[0]
+    sources = np.asarray(sources, dtype=np.int64)
+    d = np.linalg.norm(kpts0[sources, None] - kpts0[matched][None], axis=2)
+    d[matched[None] == sources[:, None]] = np.inf
+    return matched[np.argpartition(d, k - 1, axis=1)[:, :k]]
+
+
+def fit_affine(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the (A [2, 2], b [2]) minimising sum_n w_n |y_n - A x_n - b|^2 for x, y [C, k, 2],
     w [C, k]; NaN where fewer than 3 points have weight or they are collinear."""
     sw = w.sum(1)

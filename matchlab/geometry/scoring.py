@@ -54,7 +54,7 @@ def magsac_tables(dof: int = MAGSAC_DOF, k: float = MAGSAC_K) -> tuple[np.ndarra
 class Scoring:
     """A loss by name: gain(s) and weight(s) for s = r^2 / thr^2 (arrays, any shape, s < 1)."""
 
-    name: str = "magsac++"
+    name: str = "msac"
     _tables: tuple = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):

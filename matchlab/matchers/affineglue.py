@@ -196,7 +196,7 @@ class AffineGlue(Configurable):
             for side, f in enumerate((f0, f1)):
                 if not isinstance(f, Features):
                     raise TypeError(f"pairs[{i}][{side}] must be a matchlab.Features")
-                if f.lafs is None and len(f) > 0 and self.conf["affines"] == "frames":
+                if f.lafs is None and len(f) > 0 and self.needs_frames:
                     raise ValueError(
                         f"AffineGlue needs local affine frames: pairs[{i}][{side}] has lafs=None. "
                         "Extract with lafs='affnet' (e.g. load_extractor('superpoint', "
