@@ -21,17 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import ImageError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm")
 ImageLike = Union[str, os.PathLike, np.ndarray, Tensor]
-
-
-class ImageError(ValueError):
-    """An image file is missing, empty, truncated or not decodable. `path` names it."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"cannot read image {self.path!r}: {reason}")
 
 
 def _check_jpeg_complete(path: Path) -> None:

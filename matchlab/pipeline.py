@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 from tqdm import tqdm
 
 from .geometry.affine import read_gravity
+from .errors import OutputMismatchError
 from .images import ImageError, list_images
 from .registry import ConfigError
 from .store import FeatureStore, MatchStore
@@ -39,10 +40,6 @@ class StageReport:
         text = f"{self.stage:<10} done {self.done}, already there {self.already}, " \
                f"failed {len(self.failed)}, {self.seconds:.1f} s"
         return text + "".join(f"\n    skipped {name}: {why}" for name, why in self.failed.items())
-
-
-class OutputMismatchError(ValueError):
-    """An output file holds results of another model or other settings than this run's."""
 
 
 def model_record(name: str, model) -> dict:

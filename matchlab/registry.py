@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from .errors import ConfigError
+
 EXTRACTORS: dict[str, str] = {
     "superpoint": "matchlab.extractors.superpoint:SuperPoint",
     "disk": "matchlab.extractors.disk:DISK",
@@ -25,10 +27,6 @@ MATCHERS: dict[str, str] = {
 }
 
 KINDS = {"extractor": EXTRACTORS, "matcher": MATCHERS}
-
-
-class ConfigError(ValueError):
-    """A model was given an option it does not know, or a bad value."""
 
 
 class Configurable(torch.nn.Module):

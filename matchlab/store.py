@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import MissingItemError, StoreError
 from .types import Features, Matches, ShapeError
 
 try:
@@ -65,17 +66,6 @@ except ImportError:  # Windows: no flock, stale-flag detection is skipped
 WRITING = "_matchlab_writing"  # on the root while a matchlab writer has the file open
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _LOCKING = "best-effort"  # lock when the file system supports it, carry on when it does not
-
-
-class StoreError(RuntimeError):
-    """An HDF5 store cannot be opened, read or written; the message names the file."""
-
-
-class MissingItemError(StoreError, KeyError):
-    """The requested image or pair is not in the store; the message names it and the file."""
-
-    def __str__(self) -> str:  # KeyError would quote the whole message
-        return str(self.args[0]) if self.args else ""
 
 
 # ----------------------------------------------------------------------------- pair keys

@@ -1,4 +1,4 @@
-"""The two data types every stage passes around: `Features` and `Matches`.
+"""The data types every stage passes around: `Features`, `Matches` and `TwoViewGeometry`.
 
 Conventions (used everywhere in matchlab):
 - keypoints are (x, y) in pixels of the ORIGINAL image, with (0, 0) the centre of the
@@ -14,9 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from torch import Tensor
 
-
-class ShapeError(ValueError):
-    """An input tensor has the wrong shape or dtype; the message names it."""
+from .errors import ShapeError
 
 
 def _check(name: str, t: Tensor, ndim: int, n: int | None = None, last: int | None = None) -> None:
@@ -114,3 +112,43 @@ class Matches:
     @classmethod
     def empty(cls, n0: int) -> "Matches":
         return cls(torch.full((n0,), -1, dtype=torch.long), torch.zeros(n0))
+
+
+GEOMETRY_MODELS = ("homography", "essential", "fundamental")
+
+
+@dataclass
+class TwoViewGeometry:
+    """A two-view model estimated from correspondences, and which of them agree with it.
+
+    model:   "homography" (x1 ~ matrix @ x0, pixels of the original images),
+             "essential" (x1n^T matrix x0n = 0, normalised camera coordinates) or
+             "fundamental" (x1^T matrix x0 = 0, pixels).
+    matrix:  [3, 3] float64.
+    inliers: [M] bool over the correspondences the model was estimated from (on `Matches`:
+             [N0] over image 0's keypoints, True where matches0 is an inlier).
+    R, t:    [3, 3], [3] float64 relative pose (x_cam1 = R x_cam0 + t, |t| = 1) for an
+             essential model whose decomposition was chosen by cheirality, else None.
+    """
+
+    model: str
+    matrix: Tensor
+    inliers: Tensor
+    R: Tensor | None = None
+    t: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.model not in GEOMETRY_MODELS:
+            raise ShapeError(f"model must be one of {GEOMETRY_MODELS}, got {self.model!r}")
+        if tuple(self.matrix.shape) != (3, 3):
+            raise ShapeError(f"matrix must be [3, 3], got {tuple(self.matrix.shape)}")
+        _check("inliers", self.inliers, 1)
+        if (self.R is None) != (self.t is None):
+            raise ShapeError("R and t go together: give both or neither")
+        if self.R is not None and (tuple(self.R.shape) != (3, 3) or self.t.numel() != 3):
+            raise ShapeError(f"R must be [3, 3] and t [3], got {tuple(self.R.shape)}, "
+                             f"{tuple(self.t.shape)}")
+
+    @property
+    def num_inliers(self) -> int:
+        return int(self.inliers.sum())

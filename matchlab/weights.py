@@ -24,6 +24,7 @@ from typing import Callable
 
 import torch
 
+from .errors import WeightsError
 from .cache import cache_folder, mirror_folders, sha256_of  # noqa: F401 (sha256_of re-exported)
 
 MIRROR_ENV = "MATCHLAB_WEIGHTS_MIRROR"
@@ -83,10 +84,6 @@ WEIGHTS: dict[str, WeightSpec] = {s.name: s for s in [
     WeightSpec("OriNet.pth", "030e7964ae3e136d00431c7e11c6b67df40ad299f02ac384fee0f1c3fd1dcb30",
                323258, "https://github.com/ducha-aiki/affnet/raw/master/pretrained/OriNet.pth", "MIT"),
 ]}
-
-
-class WeightsError(RuntimeError):
-    """A weight file could not be obtained or verified; the message lists every source tried."""
 
 
 def cache_dir() -> Path:

@@ -19,13 +19,11 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import DatasetError
+
 MANIFEST = Path(__file__).with_name("manifest.json")
 RAW_URL = "https://raw.githubusercontent.com/{repo}/{commit}/"
 TREE_URL = "https://github.com/{repo}/tree/{commit}/{folder}"
-
-
-class DatasetError(RuntimeError):
-    """A dataset is unknown, or could not be obtained or verified (the message says why)."""
 
 
 @dataclass(frozen=True)

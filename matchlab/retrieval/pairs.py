@@ -28,14 +28,12 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..errors import PairsFileError
+
 Pair = tuple[str, str]
 
 __all__ = ["Pair", "PairsFileError", "exhaustive_pairs", "sequential_pairs", "dedupe_pairs",
            "read_pairs_file", "write_pairs_file", "parse_pairs_spec"]
-
-
-class PairsFileError(ValueError):
-    """A pairs file (or pairs spec) is malformed; the message names the file and line."""
 
 
 def _check_names(names: Sequence[str]) -> list[str]:

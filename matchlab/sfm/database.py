@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..retrieval.pairs import dedupe_pairs, read_pairs_file
+from ..errors import DatabaseError
 from .options import apply_options
 
 logger = logging.getLogger(__name__)
@@ -39,10 +40,6 @@ CAMERA_MODES = ("auto", "single", "per_folder", "per_image")
 DEFAULT_VERIFICATION_OPTIONS: dict[str, Any] = {
     "ransac": {"max_num_trials": 20000, "min_inlier_ratio": 0.1, "random_seed": 0},
 }
-
-
-class DatabaseError(ValueError):
-    """Bad inputs for the database, or a database inconsistent with the inputs."""
 
 
 def _pycolmap():

@@ -24,11 +24,9 @@ from __future__ import annotations
 import difflib
 from typing import Any, Mapping
 
+from ..errors import OptionsError
+
 __all__ = ["OptionsError", "apply_options", "option_fields"]
-
-
-class OptionsError(ValueError):
-    """An option key is unknown, ambiguous, shadowed, or its value has the wrong type."""
 
 
 # Nested fields that COLMAP overwrites from top-level ones before use, per options type

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..geometry.similarity import umeyama
+from ..errors import ReconstructionError
 from .options import apply_options
 
 logger = logging.getLogger(__name__)
@@ -29,10 +30,6 @@ __all__ = ["ReconstructionError", "MAPPERS", "reconstruct", "export_model", "rea
            "model_summary", "camera_centres", "align_and_compare"]
 
 MAPPERS = ("incremental", "global")
-
-
-class ReconstructionError(RuntimeError):
-    """Mapping produced no model, or a model cannot be compared as asked."""
 
 
 def _pycolmap():
