@@ -25,7 +25,7 @@ def datasets_root() -> Path:
 @pytest.fixture(scope="session")
 def shared_weights() -> Path:
     """The weight mirror folder (../shared/weights: AffNet.pth, OriNet.pth)."""
-    root = SHARED / "weights"
+    root = Path(os.environ.get("MATCHLAB_WEIGHTS_MIRROR", SHARED / "weights"))
     if not root.is_dir():
-        pytest.fail(f"weight mirror not found at {root}")
+        pytest.fail(f"weight mirror not found at {root}; set MATCHLAB_WEIGHTS_MIRROR")
     return root

@@ -20,7 +20,7 @@ from matchlab.matchers.superglue import (SuperGlue, extract_matches, log_optimal
 from matchlab.registry import ConfigError
 from matchlab.weights import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _plain_module():

@@ -14,7 +14,7 @@ from matchlab import ConfigError, ShapeError, load_matcher
 from matchlab.matchers.nearest import NearestNeighbor, top2_neighbours
 from matchlab.types import Features
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def feats(desc: torch.Tensor) -> Features:

@@ -20,7 +20,7 @@ from matchlab.store import (FeatureStore, GlobalStore, MatchStore, MissingItemEr
                             StoreError, names_to_pair, names_to_pair_old, salvage)
 from matchlab.types import Features, Matches
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_features(n: int = 50, dim: int = 32, seed: int = 0, lafs: bool = False,
