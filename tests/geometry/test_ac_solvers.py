@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic import rotation
 
 from matchlab.geometry.ac_solvers import (
     decompose_essential, essential_1ac_gravity, essential_5pt, essential_8pt,
@@ -11,12 +12,6 @@ from matchlab.geometry.ac_solvers import (
     homogeneous, real_roots, sampson_sq, transfer_sq, yaw_rotation)
 from matchlab.geometry.affine import (
     affine_from_lafs, gravity_rotation, homography_jacobian, normalize_affine, pool_affines)
-
-
-def rotation(axis: np.ndarray, angle: float) -> np.ndarray:
-    axis = axis / np.linalg.norm(axis)
-    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
 
 
 def planar_scene(rng: np.random.Generator, tilt: float = 0.3):

@@ -15,7 +15,7 @@ from matchlab.geometry.homography import corner_error, reprojection_errors
 from matchlab.geometry.relative_pose import pose_error
 from matchlab.registry import ConfigError
 
-from test_ac_solvers import rotation
+from synthetic import rotation
 
 K = np.array([[800, 0, 320], [0, 800, 240], [0, 0, 1.0]])
 
