@@ -54,7 +54,7 @@ def candidate_features(kp0, kp1, cand, probs, acs, matches0) -> np.ndarray:
 def local_consistency(kp0, kp1, cand, matches0, num_neighbours: int = 8) -> np.ndarray:
     """[N0, k] px distance of each candidate from the least-squares affine prediction of its
     source's matched neighbours (inf where there is none)."""
-    from matchlab.geometry.affine import fit_affine, nearest_matched
+    from matchlab.geometry.primitives.affine import fit_affine, nearest_matched
 
     out = np.full(cand.shape, np.inf)
     k = min(num_neighbours, int((matches0 >= 0).sum()) - 1)
@@ -72,8 +72,9 @@ def collect(dataset, extractor, matcher, cache):
     from matchlab.datasets import dataset_path
     from matchlab.datasets.readers import pose_pairs
     from matchlab.evaluation.pose import POSE_PROTOCOLS, load_resized
-    from matchlab.geometry.affine import pool_affines
-    from matchlab.geometry.relative_pose import epipolar_error, scale_intrinsics
+    from matchlab.evaluation.metrics import epipolar_error
+    from matchlab.geometry.primitives.affine import pool_affines
+    from matchlab.geometry.primitives.camera import scale_intrinsics
 
     protocol = POSE_PROTOCOLS[dataset]
     images = dataset_path(dataset) / "images"
@@ -155,8 +156,8 @@ def average_precision(scores, labels) -> float:
 
 def estimate(pairs, scores_of, **kw):
     from matchlab.evaluation.metrics import error_auc
-    from matchlab.geometry.ac_ransac import estimate_essential_ac
-    from matchlab.geometry.relative_pose import pose_error
+    from matchlab.evaluation.metrics import pose_error
+    from matchlab.geometry.robust.ac_ransac import estimate_essential_ac
 
     errors, hyps, start = [], [], time.perf_counter()
     for p in pairs:

@@ -33,7 +33,7 @@ use_shared_mirrors(SHARED)
 
 # ---------------------------------------------------------------------------------- frames
 def gt_correspondences(H: np.ndarray, kp0: np.ndarray, kp1: np.ndarray, px: float = 2.0):
-    from matchlab.geometry.homography import warp_points
+    from matchlab.geometry.primitives.homography import warp_points
 
     if len(kp0) == 0 or len(kp1) == 0:
         return np.zeros((0, 2), dtype=np.int64)
@@ -60,7 +60,8 @@ def frames_benchmark(args) -> None:
     from matchlab import load_extractor, load_matcher
     from matchlab.datasets.readers import homography_pairs
     from matchlab.extractors.frames import AffineFrames, to_gray
-    from matchlab.geometry.affine import affine_from_lafs, homography_jacobian, neighbour_affines
+    from matchlab.geometry.primitives.affine import affine_from_lafs, neighbour_affines
+    from matchlab.geometry.primitives.homography import homography_jacobian
     from matchlab.images import to_tensor
 
     pairs = homography_pairs(args.dataset)[:args.pairs]

@@ -181,7 +181,7 @@ def _match_arguments(p: argparse.ArgumentParser) -> None:
 
 def _gravity(path: Path | None) -> dict | None:
     """The --gravity file, or a CLIError naming what is wrong with it."""
-    from .geometry.affine import read_gravity
+    from .io.gravity import read_gravity
 
     if path is None:
         return None

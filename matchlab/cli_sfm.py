@@ -108,7 +108,7 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="subset of the benchmark's datasets (sfm-pairs: sacre_coeur, fountain)")
     p.add_argument("--estimator", nargs="+", default=None,
                    help="robust estimators, default ransac (pose: any of `matchlab.geometry."
-                        "pose_estimators.POSE_ESTIMATORS`; homography: ransac, lo-ransac; "
+                        "robust.ESTIMATORS`; homography: ransac, lo-ransac; "
                         "both: `matcher`, the model a matcher such as affineglue estimated "
                         "itself; names a benchmark does not know are left out of it)")
     p.add_argument("--seeds", type=int, default=5, help="RANSAC runs averaged per pair (pose)")
@@ -186,10 +186,10 @@ def _eval(args: argparse.Namespace) -> int:
 
                 extractor = load_extractor(args.features, resize=resize or None,
                                            **extractor_conf).to(device)
-                from .geometry.estimators import HOMOGRAPHY_ESTIMATORS
+                from .geometry.robust import ESTIMATORS
 
                 new = evaluate_homography(dataset, extractor, matcher,
-                                          [e for e in estimators if e in HOMOGRAPHY_ESTIMATORS
+                                          [e for e in estimators if e in ESTIMATORS["homography"]
                                            or e == "matcher"] or ["ransac"])
             elif benchmark == "pose":
                 from .evaluation.pose import evaluate_pose

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
-from .geometry.affine import read_gravity
+from .io.gravity import read_gravity
 from .errors import OutputMismatchError
 from .images import ImageError, list_images
 from .registry import ConfigError

@@ -17,9 +17,9 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ..geometry.estimators import HOMOGRAPHY_ESTIMATORS
-from ..geometry.homography import corner_error, reprojection_errors
-from .metrics import error_auc
+from ..geometry.primitives.homography import reprojection_errors
+from ..geometry.robust import ESTIMATORS
+from .metrics import corner_error, error_auc
 from .pose import MATCHER_ESTIMATOR
 
 
@@ -30,10 +30,10 @@ def evaluate_homography(dataset: str, extractor, matcher, estimators: Sequence[s
     (precision, mean matches, auc@Xpx as fractions, times, per-pair rows)."""
     from ..datasets.readers import homography_pairs
 
-    unknown = [e for e in estimators if e not in HOMOGRAPHY_ESTIMATORS and e != MATCHER_ESTIMATOR]
+    unknown = [e for e in estimators if e not in ESTIMATORS["homography"] and e != MATCHER_ESTIMATOR]
     if unknown:
         raise ValueError(f"unknown homography estimator(s) {unknown}; available: "
-                         f"{', '.join(HOMOGRAPHY_ESTIMATORS)}")
+                         f"{', '.join(ESTIMATORS['homography'])}")
     cache: dict = {}
 
     def features(path):
@@ -60,7 +60,9 @@ def evaluate_homography(dataset: str, extractor, matcher, estimators: Sequence[s
                 H_est = result.extras.get("H")
                 H_est = None if H_est is None else np.asarray(H_est, dtype=np.float64)
             else:
-                H_est = HOMOGRAPHY_ESTIMATORS[name](points0, points1, ransac_px, seed=seed)
+                est = ESTIMATORS["homography"][name](points0, points1, threshold_px=ransac_px,
+                                                     seed=seed)
+                H_est = None if est is None else est.matrix.numpy()
             row["time_estimate_s"][name] = time.perf_counter() - start
             row["corner_error_px"][name] = (np.inf if H_est is None else
                                             corner_error(H_est, pair.H, feats0.image_size))

@@ -2,7 +2,7 @@
 
 For each calibrated pair: extract features from images resized to the protocol's evaluation
 size (intrinsics scaled to match), match, estimate the relative pose with each requested
-estimator (`matchlab.geometry.pose_estimators.POSE_ESTIMATORS`) and score it by the pose
+estimator (`matchlab.geometry.robust.ESTIMATORS["essential"]`) and score it by the pose
 error max(rotation error, translation-direction error) in degrees. Reported per estimator:
 AUC of the pose error at 1/2/5/10/20 degrees in percent (the mean over `seeds` RANSAC runs),
 plus precision and matching score (a match is correct when its symmetric epipolar distance
@@ -25,10 +25,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..geometry.pose_estimators import PoseEstimate, get_pose_estimator
-from ..geometry.relative_pose import epipolar_error, pose_error, scale_intrinsics
+from ..geometry.primitives.camera import scale_intrinsics
+from ..geometry.robust import get_estimator
 from ..images import ImageError, array_to_tensor, target_size
-from .metrics import error_auc
+from .metrics import epipolar_error, error_auc, pose_error
 
 THRESHOLDS_DEG = (1, 2, 5, 10, 20)
 # estimator name for "the pose the matcher estimated itself" (AffineGlue: extras R, t)
@@ -90,7 +90,7 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
                          f"resizes images itself (got resize={extractor.conf['resize']!r})")
     protocol = POSE_PROTOCOLS[dataset]
     threshold = protocol.threshold_px if threshold_px is None else threshold_px
-    functions = {name: None if name == MATCHER_ESTIMATOR else get_pose_estimator(name)
+    functions = {name: None if name == MATCHER_ESTIMATOR else get_estimator("essential", name)
                  for name in estimators}
     if MATCHER_ESTIMATOR in functions and not getattr(matcher, "needs_intrinsics", False):
         raise ValueError(f"estimator {MATCHER_ESTIMATOR!r} takes the pose from the matcher, and "
@@ -141,10 +141,10 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
             for seed in seeds:
                 if estimate is None:  # the matcher's own estimate (deterministic)
                     R, t = result.extras.get("R"), result.extras.get("t")
-                    est = None if R is None else PoseEstimate(np.asarray(R), np.asarray(t), None)
                 else:
                     est = estimate(k0, k1, K0, K1, threshold_px=threshold, scores=scores, seed=seed)
-                errors.append(math.inf if est is None else pose_error(pair.T_0to1, est.R, est.t))
+                    R, t = (None, None) if est is None else (est.R, est.t)
+                errors.append(math.inf if R is None else pose_error(pair.T_0to1, R, t))
             row["time_estimate_s"][name] = (time.perf_counter() - start) / len(seeds)
             row["errors_deg"][name] = errors
         rows.append(row)

@@ -30,7 +30,7 @@ Float64 tensors. An estimation failure gives no matches and no model keys.
 Intrinsics (essential model; optional for the homography's gravity solver): call arguments
 K0, K1 ([3, 3], pixels of the ORIGINAL images, i.e. of Features.keypoints), or conf K0 / K1.
 Without them a guess is used: focal 1.2 max(W, H), principal point at the image centre
-(`matchlab.geometry.affine.default_intrinsics`).
+(`matchlab.geometry.primitives.camera.default_intrinsics`).
 Gravity: down direction in each camera's coordinates (x right, y down, z forward): call
 arguments gravity0 / gravity1, or conf; `read_gravity(file)` reads a file of
 "image_name gx gy gz" lines (`matchlab match|sfm --gravity FILE`); None = upright camera
@@ -45,10 +45,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..geometry.ac_ransac import estimate_essential_ac, estimate_homography_ac
-from ..geometry.affine import (default_intrinsics, neighbour_affines, pool_affines,  # noqa: F401
-                               read_gravity)  # read_gravity: part of this module's API
-from ..geometry.scoring import SCORINGS
+from ..geometry.primitives.affine import neighbour_affines, pool_affines
+from ..geometry.primitives.camera import default_intrinsics
+from ..geometry.robust.ac_ransac import estimate_essential_ac, estimate_homography_ac
+from ..geometry.robust.scoring import SCORINGS
+from ..io.gravity import read_gravity  # noqa: F401  (part of this module's API)
 from ..registry import ConfigError, Configurable, load_matcher, resolve
 from ..types import Features, Matches
 

@@ -214,7 +214,7 @@ def test_matchlab_match_affineglue_on_features_without_frames(graf_sift, dataset
     """A features.h5 without lafs (SuperPoint): AffineGlue refuses it with a hint, and runs on it
     with affines=neighbours; its matches follow graf's true homography."""
     from matchlab.datasets.readers import read_homography
-    from matchlab.geometry.homography import reprojection_errors
+    from matchlab.geometry.primitives.homography import reprojection_errors
     from matchlab.store import FeatureStore, MatchStore
 
     features = tmp_path / "sp.h5"

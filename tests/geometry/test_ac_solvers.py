@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from synthetic import rotation
 
-from matchlab.geometry.ac_solvers import (
-    decompose_essential, essential_1ac_gravity, essential_5pt, essential_8pt,
-    essential_from_pose, homography_1ac_affine, homography_1ac_gravity, homography_dlt,
-    homogeneous, real_roots, sampson_sq, transfer_sq, yaw_rotation)
-from matchlab.geometry.affine import (
-    affine_from_lafs, gravity_rotation, homography_jacobian, normalize_affine, pool_affines)
+from matchlab.geometry.primitives.affine import affine_from_lafs, normalize_affine, pool_affines
+from matchlab.geometry.primitives.camera import gravity_rotation, homogeneous
+from matchlab.geometry.primitives.epipolar import decompose_essential, essential_from_pose, sampson_sq
+from matchlab.geometry.primitives.homography import homography_jacobian, transfer_sq
+from matchlab.geometry.solvers.linear import essential_5pt, essential_8pt, homography_dlt
+from matchlab.geometry.solvers.minimal import (
+    essential_1ac_gravity, homography_1ac_affine, homography_1ac_gravity, real_roots, yaw_rotation)
 
 
 def planar_scene(rng: np.random.Generator, tilt: float = 0.3):
@@ -229,7 +230,7 @@ def test_homography_dlt():
     y = homogeneous(x0) @ H_gt.T
     x1 = y[:, :2] / y[:, 2:] + rng.normal(scale=0.5, size=(200, 2))
     H = homography_dlt(x0, x1, weights=np.ones(200))
-    assert np.sqrt(transfer_sq(H[None], x0, y[:, :2] / y[:, 2:])).mean() < 0.3
+    assert np.sqrt(transfer_sq(H, x0, y[:, :2] / y[:, 2:])).mean() < 0.3
     # degenerate: too few, collinear, non-finite
     assert homography_dlt(x0[:3], x1[:3]) is None
     line = np.stack([np.linspace(0, 100, 6), np.linspace(0, 50, 6)], 1)
@@ -251,7 +252,7 @@ def test_essential_8pt_and_5pt():
     assert min(np.abs(E - E_gt).max(), np.abs(E + E_gt).max()) < 1e-6
     R, t, mask = decompose_essential(E, p0, p1)
     assert np.abs(R - R_gt).max() < 1e-6 and np.abs(t - t_gt).max() < 1e-6 and mask.all()
-    assert sampson_sq(E[None], p0, p1).max() < 1e-20
+    assert sampson_sq(E, p0, p1).max() < 1e-20
     Es = essential_5pt(p0, p1)
     assert len(Es) >= 1
     Es = Es / np.linalg.norm(Es, axis=(1, 2), keepdims=True)
@@ -266,7 +267,10 @@ def test_residuals_broadcast_over_pools():
     H = np.stack([np.eye(3), np.diag([2.0, 2.0, 1.0])])
     p0 = np.zeros((5, 3, 2)) + 1
     p1 = np.zeros((5, 3, 2)) + 1
-    r = transfer_sq(H, p0, p1)
+    r = transfer_sq(H[:, None, None], p0, p1)
     assert r.shape == (2, 5, 3) and np.allclose(r[0], 0) and np.allclose(r[1], 2)
     E = essential_from_pose(np.eye(3), np.array([1.0, 0, 0]))[None]
-    assert sampson_sq(E, p0, p1).shape == (1, 5, 3)
+    assert sampson_sq(E[:, None, None], p0, p1).shape == (1, 5, 3)
+    # one model per pair (batched pairs): E [B, 1, 3, 3] against points [B, N, 2]
+    p1 = p1 + np.array([0.0, 0.5])
+    assert np.allclose(sampson_sq(np.repeat(E, 5, 0)[:, None], p0, p1), 0.125)

@@ -1,10 +1,10 @@
-"""MSAC and MAGSAC++ losses (matchlab.geometry.scoring) against an independent derivation."""
+"""MSAC and MAGSAC++ losses (matchlab.geometry.robust.scoring) against an independent derivation."""
 import math
 
 import numpy as np
 import pytest
 
-from matchlab.geometry.scoring import MAGSAC_K, Scoring, magsac_tables
+from matchlab.geometry.robust.scoring import MAGSAC_K, Scoring, magsac_tables
 
 
 def upper_gamma_3_2(u: float) -> float:

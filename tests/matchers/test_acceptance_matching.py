@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from matchlab import load_extractor, load_matcher
-from matchlab.geometry.homography import reprojection_errors
+from matchlab.geometry.primitives.homography import reprojection_errors
 
 FLOORS = {("superpoint", 2): 0.70, ("superpoint", 3): 0.52,
           ("disk", 2): 0.72, ("disk", 3): 0.52}

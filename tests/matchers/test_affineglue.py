@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from matchlab import load_extractor, load_matcher
-from matchlab.geometry.ac_ransac import estimate_essential_ac, estimate_homography_ac
-from matchlab.geometry.ac_solvers import homogeneous, yaw_rotation
-from matchlab.geometry.affine import affine_from_lafs, homography_jacobian
-from matchlab.geometry.homography import corner_error, reprojection_errors
-from matchlab.geometry.relative_pose import pose_error
+from matchlab.evaluation.metrics import corner_error, pose_error
+from matchlab.geometry.primitives.affine import affine_from_lafs
+from matchlab.geometry.primitives.camera import homogeneous
+from matchlab.geometry.primitives.homography import homography_jacobian, reprojection_errors
+from matchlab.geometry.robust.ac_ransac import estimate_essential_ac, estimate_homography_ac
+from matchlab.geometry.solvers.minimal import yaw_rotation
 from matchlab.registry import ConfigError
 
 from synthetic import rotation
@@ -218,7 +219,7 @@ def test_neighbour_affines_match_the_homography_jacobian_despite_outlier_matches
     """ACs fitted to matched neighbours: exact for an affine map, within a few % of the true
     homography's Jacobian with 0.5 px noise and 15 % outlier matches (measured median 0.019,
     p90 0.036), NaN for empty slots and where too few matches exist."""
-    from matchlab.geometry.affine import neighbour_affines
+    from matchlab.geometry.primitives.affine import neighbour_affines
 
     rng = np.random.default_rng(0)
     n = 1500

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from matchlab import Features, load_extractor, load_matcher
-from matchlab.geometry.homography import reprojection_errors
+from matchlab.geometry.primitives.homography import reprojection_errors
 from matchlab.geometry.laf import scale_ori_from_lafs
 from matchlab.matchers.attention import rotate_half_rows
 from matchlab.matchers.lightglue import (LightGlue, confidence_threshold, match_rotated_images,

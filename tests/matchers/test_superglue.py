@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from matchlab import Features, Matches, load_extractor, load_matcher
-from matchlab.geometry.homography import reprojection_errors
+from matchlab.geometry.primitives.homography import reprojection_errors
 from matchlab.matchers.attention import (attention, attention_reference, interleaved_to_head_major,
                                          merge_heads, split_heads)
 from matchlab.matchers.superglue import (SuperGlue, extract_matches, log_optimal_transport,

@@ -4,7 +4,7 @@
 Inputs: keypoints of both images, and for each source keypoint i a pool of k candidate
 destinations `candidates[i]` (indices into image 1, -1 = empty slot) with matcher scores and
 the affine correspondence of each (source, candidate) pair, `acs[i, j]` [2, 2] (pixels,
-dx1 = A dx0; see matchlab.geometry.affine).
+dx1 = A dx0; see matchlab.geometry.primitives.affine).
 
 Algorithm:
 1. Hypotheses: every valid (source, candidate) AC, in order of decreasing candidate score
@@ -12,12 +12,10 @@ Algorithm:
    (homography: 1AC + gravity or the AC's affinity; essential: 1AC + gravity), in batches.
 2. Scoring with guided matching: for a model, each source point walks its pool in order and
    takes the FIRST candidate whose squared residual r^2 is below thr^2; it contributes the
-   gain of `scoring` at s = r^2 / thr^2 (matchlab.geometry.scoring: "msac", 1 - s, the
+   gain of `scoring` at s = r^2 / thr^2 (matchlab.geometry.robust.scoring: "msac", 1 - s, the
    default; or "magsac++", StereoGlue's marginalisation over the noise scale with thr the
-   0.99 quantile at sigma_max), sources with no such candidate contribute 0. Measured with
-   DISK + LightGlue pools (README): MAGSAC++ is within noise of MSAC and not better on the
-   acceptance metrics (graf AUC@5 62.6 vs 63.8, EVD 5.80 vs 5.88, ScanNet AUC@5 9.75 both,
-   Strecha AUC@2 94.8 vs 95.2), so MSAC stays the default.
+   0.99 quantile at sigma_max), sources with no such candidate contribute 0. MSAC is the
+   default (MAGSAC++ measured within noise of it on the benchmarks, not better).
 3. Local optimisation from the batch's best minimal model whenever it is the best so far,
    and from the batch's best minimal model at 4x the threshold whenever that loose score is
    the best so far (the minimal model of a noisy AC is often only roughly right: gating LO on
@@ -47,10 +45,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .ac_solvers import (
-    decompose_essential, essential_1ac_gravity, essential_8pt, essential_from_pose,
-    homography_1ac_affine, homography_1ac_gravity, homography_dlt, sampson_sq, transfer_sq)
-from .affine import default_intrinsics, gravity_rotation, normalize_affine
+from ..primitives.affine import normalize_affine
+from ..primitives.camera import default_intrinsics, gravity_rotation, mean_focal, normalize_points
+from ..primitives.epipolar import decompose_essential, essential_from_pose, sampson_sq
+from ..primitives.homography import transfer_sq
+from ..solvers.linear import essential_8pt, homography_dlt
+from ..solvers.minimal import essential_1ac_gravity, homography_1ac_affine, homography_1ac_gravity
+from .pycolmap import essential_lo_ransac, refine_relative_pose
 from .scoring import Scoring
 
 
@@ -124,15 +125,14 @@ class _HomographyProblem(_Problem):
         if self.minimal_kind in ("affine", "both"):
             models.append(homography_1ac_affine(p0, p1, A)[0])
         if self.minimal_kind in ("gravity", "both"):
-            n0 = (p0 - self.K0[:2, 2]) / self.K0[[0, 1], [0, 1]]
-            n1 = (p1 - self.K1[:2, 2]) / self.K1[[0, 1], [0, 1]]
+            n0, n1 = normalize_points(p0, self.K0), normalize_points(p1, self.K1)
             Hn, _ = homography_1ac_gravity(n0, n1, normalize_affine(A, self.K0, self.K1),
                                            self.G0, self.G1)
             models.append(self.K1[None] @ Hn @ np.linalg.inv(self.K0)[None])
         return np.concatenate(models)
 
     def residuals(self, models):
-        return transfer_sq(models, self.x0[:, None, :], self.pool1)
+        return transfer_sq(models[:, None, None], self.x0[:, None, :], self.pool1)
 
     def fit(self, src, dst, weights):
         return homography_dlt(self.x0[src], self.x1[dst], weights)
@@ -150,14 +150,13 @@ class _EssentialProblem(_Problem):
     sample_size = 8
 
     def __init__(self, kpts0, kpts1, cand, acs, K0, K1, G0, G1, tilts=(0.0,)):
-        self.n0 = (kpts0 - K0[:2, 2]) / K0[[0, 1], [0, 1]]
-        self.n1 = (kpts1 - K1[:2, 2]) / K1[[0, 1], [0, 1]]
+        self.n0, self.n1 = normalize_points(kpts0, K0), normalize_points(kpts1, K1)
         self.pool1 = np.where((cand >= 0)[..., None], self.n1[np.clip(cand, 0, None)], np.nan)
         self.acs = normalize_affine(acs, K0, K1)
         self.G0 = G0
         # gravity hypotheses for camera 1: its prior tilted by pitch / roll on a grid
         self.G1s = [G1 @ _tilt(a, b) for a in tilts for b in tilts]
-        self.f = float(np.mean([K0[0, 0], K0[1, 1], K1[0, 0], K1[1, 1]]))
+        self.f = mean_focal(K0, K1)
 
     def minimal(self, src, slot):
         out = []
@@ -168,7 +167,7 @@ class _EssentialProblem(_Problem):
         return np.concatenate(out)
 
     def residuals(self, models):
-        return sampson_sq(models, self.n0[:, None, :], self.pool1) * self.f ** 2
+        return sampson_sq(models[:, None, None], self.n0[:, None, :], self.pool1) * self.f ** 2
 
     def fit(self, src, dst, weights):
         return essential_8pt(self.n0[src], self.n1[dst], weights)
@@ -453,16 +452,14 @@ def _gravity_free_start(search: _Search, kpts0, kpts1, cand, valid, K0, K1, thre
     """Score pycolmap LO-RANSAC's essential matrix on the first candidate of every pool and
     run local optimisation from it (guided matching then decides between it and the AC
     models)."""
-    from .pose_estimators import get_pose_estimator
-
     src = np.nonzero(valid[:, 0])[0] if valid.shape[1] else np.zeros(0, dtype=np.int64)
     if len(src) < 5:
         return
-    est = get_pose_estimator("lo-ransac")(kpts0[src], kpts1[cand[src, 0]], K0, K1,
-                                          threshold_px=threshold_px, seed=seed)
+    est = essential_lo_ransac(kpts0[src], kpts1[cand[src, 0]], K0, K1, threshold_px=threshold_px,
+                              seed=seed)
     if est is None:
         return
-    E = essential_from_pose(np.asarray(est.R, dtype=np.float64), np.asarray(est.t, dtype=np.float64))
+    E = essential_from_pose(est.R.numpy(), est.t.numpy())
     search._try(E)
     if search.best_model is not None:
         search.local_optimisation(E)
@@ -470,22 +467,7 @@ def _gravity_free_start(search: _Search, kpts0, kpts1, cand, valid, K0, K1, thre
 
 def _refine_pose(R, t, n0, n1, search: _Search):
     """pycolmap's Sampson-error refinement of (R, t) on the inliers; kept if it scores better."""
-    try:
-        import pycolmap
-    except ImportError:  # pragma: no cover - pycolmap is a dependency
-        return R, t
-    pose = pycolmap.Rigid3d(pycolmap.Rotation3d(R), t)
-    rays0 = np.concatenate([n0, np.ones((len(n0), 1))], 1)
-    rays1 = np.concatenate([n1, np.ones((len(n1), 1))], 1)
-    rays0 /= np.linalg.norm(rays0, axis=1, keepdims=True)
-    rays1 /= np.linalg.norm(rays1, axis=1, keepdims=True)
-    out = pycolmap.refine_relative_pose(pose, rays0, rays1, np.ones((len(n0), 1), dtype=bool))
-    if out is None:
-        return R, t
-    pose = out["cam2_from_cam1"] if isinstance(out, dict) else out
-    R2 = np.asarray(pose.rotation.matrix(), dtype=np.float64)
-    t2 = np.asarray(pose.translation, dtype=np.float64)
-    t2 = t2 / max(np.linalg.norm(t2), 1e-300)
-    if search._try(essential_from_pose(R2, t2)):
-        return R2, t2
+    refined = refine_relative_pose(R, t, n0, n1)
+    if refined is not None and search._try(essential_from_pose(*refined)):
+        return refined
     return R, t

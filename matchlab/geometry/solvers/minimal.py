@@ -1,9 +1,9 @@
-"""Minimal solvers from one affine correspondence (AC) + gravity, and the classic
-non-minimal solvers used to refine them. numpy, float64, vectorised over ACs.
+"""Minimal solvers from one affine correspondence (AC) + gravity (numpy, float64,
+vectorised over ACs); the non-minimal solvers that refine them are in `linear`.
 
 Notation. An AC is (p, q, A): points p (image 0) and q (image 1) in NORMALISED image
 coordinates (K^-1 applied) and the 2x2 local affine map A with dq = A dp (see
-matchlab.geometry.affine). The relative pose maps camera-0 to camera-1 coordinates,
+matchlab.geometry.primitives.affine). The relative pose maps camera-0 to camera-1 coordinates,
 X1 = R X0 + t, so E = [t]_x R and q~^T E p~ = 0 with p~ = (p, 1).
 
 Constraints of one AC on E (3 equations, linear in E):
@@ -14,7 +14,7 @@ Constraints of one AC on a homography H (6 equations, linear in H), with L = [I2
   point:  L H p~ = 0;  affine: L H [I2; 0] - A (H[2] . p~) = 0 (the Jacobian of H is A).
 
 Gravity. G0, G1 are the rotations with X_cam = G X_aligned, whose aligned frames have their
-y axis along gravity (`matchlab.geometry.affine.gravity_rotation`). Two gravity-aligned frames
+y axis along gravity (`matchlab.geometry.primitives.camera.gravity_rotation`). Two gravity-aligned frames
 differ only by a yaw about y, so R = G1 Ry(theta) G0^T and, with t' = G1^T t,
 E = G1 [t']_x Ry G0^T. In the rectified rays p^ = G0^T p~, q^ = G1^T q~ the three AC
 equations are linear in t':
@@ -38,8 +38,9 @@ other 3, so with exact data the system is consistent.)
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from ..primitives.camera import homogeneous, skew
 
 # (1 + tau^2) Ry(tau) = RY[0] + tau RY[1] + tau^2 RY[2]
 RY = np.stack([np.eye(3), np.array([[0, 0, 2.0], [0, 0, 0], [-2.0, 0, 0]]), np.diag([-1.0, 1, -1])])
@@ -50,20 +51,6 @@ def yaw_rotation(tau: np.ndarray) -> np.ndarray:
     tau = np.asarray(tau, dtype=np.float64)
     out = RY[0] + tau[..., None, None] * RY[1] + (tau ** 2)[..., None, None] * RY[2]
     return out / (1 + tau ** 2)[..., None, None]
-
-
-def skew(v: np.ndarray) -> np.ndarray:
-    """[..., 3, 3] cross-product matrices of [..., 3] vectors."""
-    v = np.asarray(v, dtype=np.float64)
-    z = np.zeros(v.shape[:-1])
-    return np.stack([np.stack([z, -v[..., 2], v[..., 1]], -1),
-                     np.stack([v[..., 2], z, -v[..., 0]], -1),
-                     np.stack([-v[..., 1], v[..., 0], z], -1)], -2)
-
-
-def homogeneous(p: np.ndarray) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float64)
-    return np.concatenate([p, np.ones(p.shape[:-1] + (1,))], -1)
 
 
 def _polymul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -253,128 +240,3 @@ def homography_1ac_affine(p0: np.ndarray, p1: np.ndarray, A: np.ndarray
     H[:, :2, 2] = p1[keep] - np.einsum("mij,mj->mi", A[keep], p0[keep])
     H[:, 2, 2] = 1
     return H, keep
-
-
-# ----------------------------------------------------------------------- non-minimal solvers
-def _hartley(p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Similarity T [3, 3] moving the weighted centroid to 0 and the mean distance to sqrt 2."""
-    c = (w[:, None] * p).sum(0) / w.sum()
-    d = (w * np.linalg.norm(p - c, axis=1)).sum() / w.sum()
-    s = np.sqrt(2) / max(d, 1e-12)
-    return np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1]])
-
-
-def _pad9(rows: np.ndarray) -> np.ndarray:
-    """At least 9 rows (zero rows added), so a thin SVD still gives all 9 right vectors."""
-    if len(rows) >= 9:
-        return rows
-    return np.concatenate([rows, np.zeros((9 - len(rows), rows.shape[1]))], 0)
-
-
-def _finite_weighted(p0, p1, weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Matches [N, 2] x 2 and weights [N] (ones when None) as float64, without the matches
-    that have a non-finite coordinate or a weight that is not > 0."""
-    p0 = np.asarray(p0, np.float64).reshape(-1, 2)
-    p1 = np.asarray(p1, np.float64).reshape(-1, 2)
-    w = np.ones(len(p0)) if weights is None else np.asarray(weights, np.float64).reshape(-1)
-    keep = np.isfinite(p0).all(1) & np.isfinite(p1).all(1) & np.isfinite(w) & (w > 0)
-    return p0[keep], p1[keep], w[keep]
-
-
-def homography_dlt(p0: np.ndarray, p1: np.ndarray, weights: np.ndarray | None = None
-                   ) -> np.ndarray | None:
-    """Normalised (weighted) DLT homography [3, 3] (H[2, 2] = 1 where possible) from >= 4
-    matches [N, 2]; None for fewer, non-finite or degenerate (e.g. collinear) points."""
-    p0, p1, w = _finite_weighted(p0, p1, weights)
-    if len(p0) < 4:
-        return None
-    T0, T1 = _hartley(p0, w), _hartley(p1, w)
-    a, b = homogeneous(p0) @ T0.T, homogeneous(p1) @ T1.T
-    z = np.zeros_like(a)
-    rows = np.concatenate([np.concatenate([z, -a, b[:, 1:2] * a], 1),
-                           np.concatenate([a, z, -b[:, 0:1] * a], 1)], 0)
-    rows *= np.sqrt(np.concatenate([w, w]))[:, None]
-    _, s, vh = np.linalg.svd(_pad9(rows), full_matrices=False)
-    if s[7] <= 1e-10 * s[0]:  # a null space of dimension > 1: collinear / repeated points
-        return None
-    Hn = vh[-1].reshape(3, 3)
-    H = np.linalg.inv(T1) @ Hn @ T0
-    if not np.isfinite(H).all() or abs(np.linalg.det(H)) < 1e-14 * np.abs(H).max() ** 3:
-        return None
-    return H / H[2, 2] if abs(H[2, 2]) > 1e-12 else H / np.linalg.norm(H)
-
-
-def essential_8pt(p0: np.ndarray, p1: np.ndarray, weights: np.ndarray | None = None
-                  ) -> np.ndarray | None:
-    """(Weighted) 8-point essential matrix [3, 3] (unit Frobenius norm, singular values
-    (1, 1, 0) up to scale) from >= 8 normalised matches [N, 2]; None if degenerate."""
-    p0, p1, w = _finite_weighted(p0, p1, weights)
-    if len(p0) < 8:
-        return None
-    T0, T1 = _hartley(p0, w), _hartley(p1, w)
-    a, b = homogeneous(p0) @ T0.T, homogeneous(p1) @ T1.T
-    rows = (b[:, :, None] * a[:, None, :]).reshape(-1, 9) * np.sqrt(w)[:, None]
-    _, s, vh = np.linalg.svd(_pad9(rows), full_matrices=False)
-    if s[7] <= 1e-10 * s[0]:
-        return None
-    F = T1.T @ vh[-1].reshape(3, 3) @ T0
-    u, _, vt = np.linalg.svd(F)
-    E = u @ np.diag([1.0, 1.0, 0.0]) @ vt
-    return E / np.linalg.norm(E) if np.isfinite(E).all() else None
-
-
-def essential_5pt(p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
-    """All essential matrices [M, 3, 3] of Nister's 5-point solver (OpenCV) on exactly the
-    first 5 normalised matches; [0, 3, 3] for fewer or degenerate points."""
-    p0 = np.asarray(p0, np.float64).reshape(-1, 2)[:5]
-    p1 = np.asarray(p1, np.float64).reshape(-1, 2)[:5]
-    if len(p0) < 5 or not (np.isfinite(p0).all() and np.isfinite(p1).all()):
-        return np.zeros((0, 3, 3))
-    # LMEDS on 5 points evaluates the minimal solver on that single sample
-    E, _ = cv2.findEssentialMat(p0, p1, np.eye(3), method=cv2.LMEDS, prob=0.999)
-    if E is None or E.shape[1] != 3:
-        return np.zeros((0, 3, 3))
-    return E.reshape(-1, 3, 3)
-
-
-def decompose_essential(E: np.ndarray, p0: np.ndarray, p1: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(R, t unit, in-front mask [N]) of E by the cheirality of normalised matches (OpenCV's
-    recoverPose); None when no point is in front of both cameras."""
-    p0 = np.asarray(p0, np.float64).reshape(-1, 2)
-    p1 = np.asarray(p1, np.float64).reshape(-1, 2)
-    if len(p0) < 1 or not np.isfinite(E).all():
-        return None
-    n, R, t, mask = cv2.recoverPose(np.asarray(E, np.float64), p0, p1, np.eye(3), 1e9)
-    if n == 0:
-        return None
-    return R, t[:, 0] / max(np.linalg.norm(t), 1e-300), mask.ravel() > 0
-
-
-def essential_from_pose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """[..., 3, 3] E = [t]_x R."""
-    return skew(t) @ R
-
-
-# ----------------------------------------------------------------------- residuals
-def transfer_sq(H: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
-    """Squared forward transfer errors |H(p0) - p1|^2: H [M, 3, 3], p0, p1 [..., 2] -> [M, ...]."""
-    x = np.asarray(p0, np.float64)
-    y = np.asarray(p1, np.float64)
-    hx = np.einsum("mij,...j->m...i", H[:, :, :2], x) + H[:, None, :, 2].reshape(
-        (len(H),) + (1,) * (x.ndim - 1) + (3,))
-    z = hx[..., 2]
-    z = np.where(np.abs(z) > 1e-12, z, 1e-12)
-    d = hx[..., :2] / z[..., None] - y
-    return (d * d).sum(-1)
-
-
-def sampson_sq(E: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
-    """Squared Sampson distances of matches p0, p1 [..., 2] (normalised) to E [M, 3, 3] -> [M, ...]."""
-    x = homogeneous(p0)
-    y = homogeneous(p1)
-    Ex = np.einsum("mij,...j->m...i", E, x)
-    Ety = np.einsum("mji,...j->m...i", E, y)
-    num = (y[None] * Ex).sum(-1)
-    den = Ex[..., 0] ** 2 + Ex[..., 1] ** 2 + Ety[..., 0] ** 2 + Ety[..., 1] ** 2
-    return num ** 2 / np.maximum(den, 1e-300)

@@ -9,22 +9,15 @@ the canonical patch lands at x0 + A0 u and x1 + A1 u, so
     A = A1 A0^-1.
 
 For a homography H (x1 ~ H x0) the exact local affine map is its Jacobian at x0
-(`homography_jacobian`); for calibrated cameras the AC is expressed in normalised image
-coordinates by `normalize_affine` (A_n = K1[:2, :2]^-1 A K0[:2, :2]).
-
-Gravity: a direction g [3] in CAMERA coordinates pointing down (towards the ground); an upright
-camera (OpenCV axes: x right, y down, z forward) has g = (0, 1, 0). `gravity_rotation(g)` is the
-rotation G with G e_y = g, so that X_cam = G X_aligned takes coordinates of the
-gravity-aligned frame (y down) to the camera's.
+(`matchlab.geometry.primitives.homography.homography_jacobian`); for calibrated cameras the
+AC is expressed in normalised image coordinates by `normalize_affine`
+(A_n = K1[:2, :2]^-1 A K0[:2, :2]).
 """
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
-
-UPRIGHT = np.array([0.0, 1.0, 0.0])
 
 
 def affine_from_lafs(lafs0: np.ndarray, lafs1: np.ndarray) -> np.ndarray:
@@ -139,63 +132,7 @@ def fit_affine(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray,
     return A, b
 
 
-def homography_jacobian(H: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """[N, 2, 2] Jacobians d(H x)/dx at points [N, 2] (the exact AC a homography induces):
-    J = (H[:2, :2] - y H[2, :2]) / s, with s = H[2] . (x, 1) and y = H(x)."""
-    H = np.asarray(H, dtype=np.float64)
-    x = np.concatenate([np.asarray(points, np.float64).reshape(-1, 2),
-                        np.ones((len(points), 1))], 1)
-    h = x @ H.T
-    s = h[:, 2]
-    y = h[:, :2] / s[:, None]
-    return (H[None, :2, :2] - y[:, :, None] * H[None, 2:3, :2]) / s[:, None, None]
-
-
 def normalize_affine(A: np.ndarray, K0: np.ndarray, K1: np.ndarray) -> np.ndarray:
     """Pixel ACs [..., 2, 2] -> normalised-coordinate ACs: K1[:2, :2]^-1 A K0[:2, :2]."""
     K0, K1 = np.asarray(K0, np.float64), np.asarray(K1, np.float64)
     return np.linalg.inv(K1[:2, :2]) @ np.asarray(A, np.float64) @ K0[:2, :2]
-
-
-def read_gravity(path: str | Path) -> dict[str, np.ndarray]:
-    """{image name: gravity [3]} from a text file of "name gx gy gz" lines (# comments)."""
-    out = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        line = line.split("#")[0].strip()
-        if not line:
-            continue
-        parts = line.rsplit(maxsplit=3)
-        if len(parts) != 4:
-            raise ValueError(f"{path}:{n}: expected 'name gx gy gz', got {line!r}")
-        g = np.array([float(v) for v in parts[1:]])
-        if not np.isfinite(g).all() or np.linalg.norm(g) == 0:
-            raise ValueError(f"{path}:{n}: gravity must be a finite non-zero vector")
-        out[parts[0]] = g / np.linalg.norm(g)
-    return out
-
-
-def gravity_rotation(g: np.ndarray | None) -> np.ndarray:
-    """The smallest rotation G [3, 3] with G e_y = g / |g| (g: gravity in camera coordinates,
-    pointing down; None = upright camera, G = I). Raises ValueError for a zero vector."""
-    if g is None:
-        return np.eye(3)
-    g = np.asarray(g, dtype=np.float64).reshape(3)
-    n = np.linalg.norm(g)
-    if not np.isfinite(n) or n < 1e-12:
-        raise ValueError(f"gravity must be a non-zero 3-vector, got {g}")
-    g = g / n
-    e = UPRIGHT
-    v = np.cross(e, g)
-    c = float(e @ g)
-    if c < -1 + 1e-12:  # upside down: rotate by pi about the optical axis
-        return np.diag([-1.0, -1.0, 1.0])
-    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-    return np.eye(3) + vx + vx @ vx / (1 + c)
-
-
-def default_intrinsics(image_size: tuple[int, int], focal_factor: float = 1.2) -> np.ndarray:
-    """A guessed pinhole K for an uncalibrated image of (width, height): focal
-    focal_factor * max(W, H), principal point at the image centre (pixel-centre convention)."""
-    w, h = image_size
-    f = focal_factor * max(w, h)
-    return np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1.0]])

@@ -1,0 +1,1 @@
+"""Readers of small user-supplied text files (numpy only; no torch)."""
