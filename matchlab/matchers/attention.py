@@ -13,14 +13,23 @@ Layout conventions (used by every function here):
   output projection with ``interleaved_to_head_major`` (see ``permute_heads_*``).
 - masks are boolean ``[B, N]`` with True = a real token, False = padding.
 
-All functions are pure (no module state) so that fused weights can be prepared once
-and reused across calls.
+The functions are pure (no module state) so that fused weights can be prepared once
+and reused across calls; ``DerivedWeights`` caches them per module until a parameter
+changes. The fused-weights helpers (``linear_weight``, ``conv1x1_weight``,
+``fold_batchnorm``, ``fuse_attention_layer``, ``add_residual``) and the match rule
+(``mutual_matches``) are shared by SuperGlue and LightGlue.
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+# the ``precision`` option of the attentional matchers: None = "auto" (each matcher's rule)
+PRECISIONS: dict[str, torch.dtype | None] = {"auto": None, "float32": torch.float32,
+                                             "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def interleaved_to_head_major(channels: int, heads: int, device=None) -> Tensor:
@@ -116,6 +125,86 @@ def conv1x1_weight(conv: torch.nn.Conv1d, dtype=torch.float64) -> tuple[Tensor, 
         raise ValueError("only 1x1 convolutions without groups can be folded into matmuls")
     w = conv.weight.detach()[:, :, 0].to(dtype)
     return w, None if conv.bias is None else conv.bias.detach().to(dtype)
+
+
+def linear_weight(linear: nn.Linear, dtype=torch.float64) -> tuple[Tensor, Tensor]:
+    """A ``Linear`` layer's (weight [C_out, C_in], bias [C_out]) detached, in ``dtype``."""
+    return linear.weight.detach().to(dtype), linear.bias.detach().to(dtype)
+
+
+def fuse_attention_layer(projections: list[tuple[Tensor, Tensor]], w_merge: Tensor, b_merge: Tensor,
+                         w1: Tensor, b1: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
+    """Fuse the linear parts of an attention layer whose message MLP reads ``cat([x, message])``.
+
+    projections: the (weight [C_p, C], bias [C_p]) of the projections of ``x`` (q, k, v, ...);
+    w_merge [C, C], b_merge [C]: the output (merge) projection of the attention;
+    w1 [H, 2C], b1 [H]: the first layer of the message MLP. Returns, transposed for
+    ``x @ W`` and in ``dtype``:
+    - ``w_in`` [C, sum(C_p) + H], ``b_in``: the projections and the x-half of the first MLP
+      layer (with the merge bias folded in) as one matmul;
+    - ``w_msg`` [C, H]: the merge projection folded into the message half, ``W1m @ Wmerge``,
+      so that ``hidden = (x @ w_in)[..., -H:] + attention_output @ w_msg`` and
+      ``cat([x, message])`` is never built. Derive in float64 for an exact fold."""
+    c = w_merge.shape[0]
+    w1x, w1m = w1[:, :c], w1[:, c:]
+    w_in = torch.cat([w for w, _ in projections] + [w1x], 0)
+    b_in = torch.cat([b for _, b in projections] + [b1 + w1m @ b_merge], 0)
+    return {"w_in": w_in.t().contiguous().to(dtype), "b_in": b_in.to(dtype),
+            "w_msg": (w1m @ w_merge).t().contiguous().to(dtype)}
+
+
+def add_residual(x: Tensor, hidden: Tensor, w_out: Tensor, b_out: Tensor) -> Tensor:
+    """``x += hidden @ w_out + b_out`` in place (the last MLP layer and the residual update).
+
+    x: [T, C] float32; hidden: [T, H] in the compute dtype; w_out: [H, C] in that dtype;
+    b_out: [C]. Reduced precisions compute the product in their dtype, then add in float32."""
+    if hidden.dtype == torch.float32:
+        return x.addmm_(hidden, w_out).add_(b_out)
+    return x.add_(torch.addmm(b_out.to(hidden.dtype), hidden, w_out).float())
+
+
+def mutual_matches(log_p: Tensor, threshold: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The official match rule on a log-assignment ``log_p`` [m, n] (dustbins excluded):
+    mutual argmax whose score ``exp(log_p)`` exceeds ``threshold``.
+
+    Returns matches0 [m], scores0 [m], matches1 [n], scores1 [n]: -1 / 0 where unmatched,
+    scores in [0, 1]."""
+    m, n = log_p.shape
+    max0, idx0 = log_p.max(dim=1)
+    _, idx1 = log_p.max(dim=0)
+    mutual0 = idx1[idx0] == torch.arange(m, device=log_p.device)
+    mutual1 = idx0[idx1] == torch.arange(n, device=log_p.device)
+    mscores0 = torch.where(mutual0, max0.exp().clamp_(0, 1), 0.0)
+    mscores1 = torch.where(mutual1, mscores0[idx1], 0.0)
+    valid0 = mutual0 & (mscores0 > threshold)
+    valid1 = mutual1 & valid0[idx1]
+    return (torch.where(valid0, idx0, -1), torch.where(valid0, mscores0, 0.0),
+            torch.where(valid1, idx1, -1), torch.where(valid1, mscores1, 0.0))
+
+
+class DerivedWeights:
+    """Inference weights derived from a module's parameters, cached until one changes.
+
+    ``get(module, dtype, derive)`` returns ``derive(dtype)``, computed again only when a
+    parameter or buffer of ``module`` was replaced or modified in place (``load_state_dict``,
+    ``.to``, optimiser steps) or ``dtype`` / the device changed. ``key`` identifies the
+    current derivation (other caches built on it can compare keys)."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.key: tuple | None = None
+
+    @staticmethod
+    def state_key(module: nn.Module, dtype: torch.dtype) -> tuple:
+        tensors = list(module.parameters()) + list(module.buffers())
+        device = tensors[0].device if tensors else None
+        return (dtype, device) + tuple((t.data_ptr(), t._version) for t in tensors)
+
+    def get(self, module: nn.Module, dtype: torch.dtype, derive: Callable[[torch.dtype], Any]) -> Any:
+        key = self.state_key(module, dtype)
+        if self.value is None or self.key != key:
+            self.value, self.key = derive(dtype), key
+        return self.value
 
 
 def rotate_half_rows(weight: Tensor, heads: int) -> Tensor:

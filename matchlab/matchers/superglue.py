@@ -23,9 +23,8 @@ once (and re-derived whenever a parameter changes, e.g. after ``load_state_dict`
   against it (see ``log_optimal_transport``); if a sum ever leaves the safe float32 range
   the pair is redone with the plain log-sum-exp iterations (``log_optimal_transport_exact``).
 
-Mathematically this is the official network (up to float rounding): tests compare it with
-a plain re-implementation of the official maths (``benchmarks/matchers.py``) on real
-SuperPoint features: identical matches, scores within 1e-4.
+Mathematically this is the official network (up to float rounding): the tests compare it
+with a plain transcription of the official maths on real SuperPoint features.
 
 Inference only: BatchNorm always uses its running statistics and no gradients are kept.
 
@@ -36,8 +35,8 @@ a user of the network as a library gets. The official evaluation / demo scripts
 ``match_features`` configs use 50 ('superglue') or 5 ('superglue-fast'): pass
 ``sinkhorn_iterations=20`` to reproduce the published ``match_pairs.py`` numbers (our
 relative-pose evaluation does). Our Sinkhorn costs a matrix-vector product per half
-iteration, so the paper's 100 iterations add only ~15-20 % to a pair's time (2048
-keypoints per side on 2 CPU cores) instead of multiplying it.
+iteration, so the paper's 100 iterations add little to a pair's time instead of
+multiplying it.
 """
 from __future__ import annotations
 
@@ -50,16 +49,15 @@ from torch import Tensor, nn
 from ..registry import ConfigError, Configurable
 from ..types import Features, Matches, ShapeError
 from ..weights import load_checkpoint
-from .attention import (attention, conv1x1_weight, fold_batchnorm, merge_heads, permute_heads_in,
-                        permute_heads_out, split_heads)
+from .attention import (PRECISIONS, DerivedWeights, add_residual, attention, conv1x1_weight,
+                        fold_batchnorm, fuse_attention_layer, merge_heads, mutual_matches,
+                        permute_heads_in, permute_heads_out, split_heads)
 
 WEIGHT_FILES = {"indoor": "superglue_indoor.pth", "outdoor": "superglue_outdoor.pth"}
 DIM = 256
 HEADS = 4
 KENC_CHANNELS = [3, 32, 64, 128, 256, 256]
 N_LAYERS = 18  # ['self', 'cross'] * 9
-_PRECISIONS = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16,
-               "float16": torch.float16}
 # A sum in the matrix-vector Sinkhorn below this is too close to float32 underflow for the
 # stabilised products to be trusted (terms < 1.2e-38 lose precision; there are at most a
 # few 1e4 of them, so a sum >= 1e-25 is exact to ~1e-9): the pair is redone in log space.
@@ -205,17 +203,7 @@ def extract_matches(scores: Tensor, u: Tensor, v: Tensor, threshold: float
     """
     m, n = scores.shape
     norm = -math.log(m + n)
-    log_p = scores.add_(u[:m, None]).add_(v[None, :n] - norm)
-    max0, idx0 = log_p.max(dim=1)
-    max1, idx1 = log_p.max(dim=0)
-    mutual0 = idx1[idx0] == torch.arange(m, device=scores.device)
-    mutual1 = idx0[idx1] == torch.arange(n, device=scores.device)
-    mscores0 = torch.where(mutual0, max0.exp().clamp_(0, 1), 0.0)
-    mscores1 = torch.where(mutual1, mscores0[idx1], 0.0)
-    valid0 = mutual0 & (mscores0 > threshold)
-    valid1 = mutual1 & valid0[idx1]
-    return (torch.where(valid0, idx0, -1), torch.where(valid0, mscores0, 0.0),
-            torch.where(valid1, idx1, -1), torch.where(valid1, mscores1, 0.0))
+    return mutual_matches(scores.add_(u[:m, None]).add_(v[None, :n] - norm), threshold)
 
 
 # --------------------------------------------------------------------------- the model
@@ -248,8 +236,8 @@ class SuperGlue(Configurable):
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
-        if self.conf["precision"] not in _PRECISIONS:
-            raise ConfigError(f"SuperGlue: precision must be one of {sorted(_PRECISIONS)}, "
+        if self.conf["precision"] not in PRECISIONS:
+            raise ConfigError(f"SuperGlue: precision must be one of {sorted(PRECISIONS)}, "
                               f"got {self.conf['precision']!r}")
         if int(self.conf["sinkhorn_iterations"]) < 0:
             raise ConfigError("SuperGlue: sinkhorn_iterations must be >= 0")
@@ -261,26 +249,21 @@ class SuperGlue(Configurable):
         if weights is not None:
             name = WEIGHT_FILES.get(str(weights), weights)
             self.load_state_dict(load_checkpoint(name), strict=True)
-        self._fused: dict[str, Any] | None = None
-        self._fused_key: tuple | None = None
+        self._fused = DerivedWeights()
 
     # ----------------------------------------------------------------- fused weights
     @property
     def device(self) -> torch.device:
         return self.bin_score.device
 
-    def _state_key(self, dtype: torch.dtype) -> tuple:
-        tensors = list(self.parameters()) + list(self.buffers())
-        return (dtype, self.device) + tuple((t.data_ptr(), t._version) for t in tensors)
-
     def fused_weights(self, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
         """The inference weights (see the module docstring), cached until a parameter changes.
 
         Matmul weights are stored transposed ([C_in, C_out]) for ``x @ W``; biases in float32
         for the float32 parts. Derived in float64, then cast to ``dtype``."""
-        key = self._state_key(dtype)
-        if self._fused is not None and self._fused_key == key:
-            return self._fused
+        return self._fused.get(self, dtype, self._derive)
+
+    def _derive(self, dtype: torch.dtype) -> dict[str, Any]:
         f64 = torch.float64
         kenc = []
         seq = list(self.kenc.encoder)
@@ -301,25 +284,18 @@ class SuperGlue(Configurable):
             wm, bm = conv1x1_weight(layer.attn.merge, f64)
             wm = permute_heads_in(wm, HEADS)
             w1, b1 = fold_batchnorm(*conv1x1_weight(layer.mlp[0], f64), layer.mlp[1])
-            w1x, w1m = w1[:, :DIM], w1[:, DIM:]
             w2, b2 = conv1x1_weight(layer.mlp[3], f64)
-            w_in = torch.cat([q[0], k[0], v[0], w1x], 0)                  # [1280, 256]
-            b_in = torch.cat([q[1], k[1], v[1], b1 + w1m @ bm], 0)          # [1280]
-            layers.append({
-                "w_in": w_in.t().contiguous().to(dtype), "b_in": b_in.to(dtype),
-                "w_msg": (w1m @ wm).t().contiguous().to(dtype),             # [256, 512]
-                "w_out": w2.t().contiguous().to(dtype), "b_out": b2.to(dtype),
-            })
+            # w_in [256, 1280]: q | k | v | x-half of the MLP's first layer; w_msg [256, 512]
+            layers.append({**fuse_attention_layer([q, k, v], wm, bm, w1, b1, dtype),
+                           "w_out": w2.t().contiguous().to(dtype), "b_out": b2.to(dtype)})
         wf, bf = conv1x1_weight(self.final_proj, f64)
-        self._fused = {"kenc": kenc, "layers": layers, "names": list(self.gnn.names),
-                       "w_final": wf.t().contiguous().float(), "b_final": bf.float(),
-                       "bin_score": self.bin_score.detach().float().clone()}
-        self._fused_key = key
-        return self._fused
+        return {"kenc": kenc, "layers": layers, "names": list(self.gnn.names),
+                "w_final": wf.t().contiguous().float(), "b_final": bf.float(),
+                "bin_score": self.bin_score.detach().float().clone()}
 
     # ----------------------------------------------------------------- network
     def _compute_dtype(self) -> torch.dtype:
-        dtype = _PRECISIONS[self.conf["precision"]]
+        dtype = PRECISIONS[self.conf["precision"]]
         if dtype is None:  # "auto": follow an enclosing autocast, except on the CPU
             if self.device.type == "cpu":
                 return torch.float32
@@ -356,10 +332,7 @@ class SuperGlue(Configurable):
             # half in place (no cat, no copy), then ReLU in place
             hidden = y[..., 3 * DIM:].view(b * length, 2 * DIM)
             hidden.addmm_(attn_out.view(-1, DIM), layer["w_msg"]).relu_()
-            if dtype == torch.float32:  # residual update of both images at once, in place
-                x.addmm_(hidden, layer["w_out"]).add_(layer["b_out"])
-            else:
-                x += torch.addmm(layer["b_out"], hidden, layer["w_out"])
+            add_residual(x, hidden, layer["w_out"], layer["b_out"])  # both images at once
         return torch.addmm(fused["b_final"], x, fused["w_final"]).view(b, length, DIM)
 
     # ----------------------------------------------------------------- API

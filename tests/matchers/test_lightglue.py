@@ -1,6 +1,6 @@
 """LightGlue: official weight loading, kornia's LightGlue as an independent oracle on real
-pairs (adaptivity on and off), batch == single, edge cases, rotations, top-k candidates and
-a precision check against mutual NN on Graffiti."""
+pairs (adaptivity on and off), the readable network == the packed engine, batch == single,
+edge cases, rotations, top-k candidates and a precision check against mutual NN on Graffiti."""
 from __future__ import annotations
 
 import math
@@ -14,8 +14,9 @@ from matchlab import Features, load_extractor, load_matcher
 from matchlab.geometry.primitives.homography import reprojection_errors
 from matchlab.geometry.laf import scale_ori_from_lafs
 from matchlab.matchers.attention import rotate_half_rows
-from matchlab.matchers.lightglue import (LightGlue, confidence_threshold, match_rotated_images,
-                                         official_state_dict, rotate_features)
+from matchlab.matchers.lightglue import LightGlue
+from matchlab.matchers.lightglue_blocks import confidence_threshold, official_state_dict, rotate_half
+from matchlab.matchers.rotation import match_rotated_images, rotate_features
 from matchlab.registry import ConfigError
 from matchlab.types import ShapeError
 from matchlab.weights import load_checkpoint
@@ -149,7 +150,8 @@ def test_helpers():
     w = torch.randn(8, 5)
     ref = x @ w.t()
     ref = torch.stack([-ref[..., 1::2], ref[..., 0::2]], -1).flatten(-2)
-    assert torch.allclose(x @ rotate_half_rows(w, 2).t(), ref)
+    assert torch.allclose(rotate_half(x @ w.t()), ref)  # the readable blocks' rotate_half
+    assert torch.allclose(x @ rotate_half_rows(w, 2).t(), ref)  # folded into the packed weights
 
 
 # ------------------------------------------------------------------ kornia oracle
@@ -200,6 +202,64 @@ def test_random_weights_equal_kornia(datasets_root, features):
     assert len(m) > 0
 
 
+# ------------------------------------------------------------------ readable == packed
+def assert_same_result(packed, readable) -> None:
+    """Identical matches, exit layer and candidates; scores equal up to float rounding."""
+    assert torch.equal(packed.matches0, readable.matches0)
+    assert torch.equal(packed.extras["matches1"], readable.extras["matches1"])
+    assert packed.extras["stop"] == readable.extras["stop"]
+    assert torch.allclose(packed.scores0, readable.scores0, atol=1e-4)
+    if "candidates" in packed.extras:
+        assert torch.equal(packed.extras["candidates"], readable.extras["candidates"])
+        assert torch.allclose(packed.extras["candidate_scores"], readable.extras["candidate_scores"],
+                              atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_readable_network_equals_packed_engine_disk(disk_feats, adaptive):
+    """The official DISK weights on real pairs: the readable network (one block forward at
+    a time, as in the paper) and the packed engine (several pairs per pass, fused weights)
+    give the same matches; with adaptivity, the pairs exit at different layers."""
+    conf = {} if adaptive else {"depth_confidence": -1, "width_confidence": -1}
+    model = LightGlue(features="disk", top_k=3, **conf)
+    f = disk_feats
+    pairs = [(f["graf1"], f["graf2"]), (f["sc1"], f["sc2"]), (f["evd1"], f["evd2"])]
+    packed = model.match_batch(pairs)
+    stops = set()
+    for (f0, f1), mp in zip(pairs, packed):
+        mr = model.forward_readable(f0, f1, top_k=3)
+        check_matches(mr, len(f0), len(f1))
+        assert_same_result(mp, mr)
+        assert len(mr) > 200
+        stops.add(mr.extras["stop"])
+    assert (len(stops) > 1) == adaptive and (stops == {9}) != adaptive
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("features", ["superpoint", "sift"])
+def test_readable_network_equals_packed_engine_other_inputs(datasets_root, features):
+    """The 256-d input (no projection) and the 4-D rotary encoding (SIFT scale and
+    orientation), with random weights on real features; and the official ALIKED weights."""
+    ext = load_extractor(features, resize=640, max_keypoints=384)
+    f0, f1 = (ext(datasets_root / f"oxford_graf/img{i}.png") for i in (1, 2))
+    torch.manual_seed(0)
+    model = LightGlue(features=features, weights=None, filter_threshold=0.0)
+    packed, readable = model(f0, f1), model.forward_readable(f0, f1)
+    assert_same_result(packed, readable)
+    assert len(readable) > 0
+
+
+@pytest.mark.slow
+def test_readable_network_equals_packed_engine_aliked(datasets_root):
+    ext = load_extractor("aliked", resize=640, max_keypoints=1024)
+    f0, f1 = (ext(datasets_root / f"lightglue_assets/sacre_coeur{i}.jpg") for i in (1, 2))
+    model = LightGlue(features="aliked")
+    readable = model.forward_readable(f0, f1)
+    assert_same_result(model(f0, f1), readable)
+    assert len(readable) > 100
+
+
 # ------------------------------------------------------------------ batching
 @pytest.mark.slow
 def test_batch_equals_single(disk_feats):
@@ -210,7 +270,7 @@ def test_batch_equals_single(disk_feats):
     batch = model.match_batch(pairs)
     stops = set()
     for (f0, f1), mb in zip(pairs, batch):
-        model._images.clear()  # nothing from the batch run
+        model.engine.images.clear()  # nothing from the batch run
         ms = model(f0, f1)
         check_matches(mb, len(f0), len(f1))
         assert (mb.matches0 == ms.matches0).float().mean() >= 0.995
@@ -224,9 +284,11 @@ def test_zero_and_one_keypoints(disk_feats):
     full = disk_feats["graf1"]
     none = full.subset(torch.zeros(len(full), dtype=torch.bool))
     one = full.subset(torch.arange(1))
-    out = model.match_batch([(none, full), (full, none), (one, full), (full, one), (one, one), (none, none)])
-    for m, (a, b) in zip(out, [(0, 1024), (1024, 0), (1, 1024), (1024, 1), (1, 1), (0, 0)]):
+    pairs = [(none, full), (full, none), (one, full), (full, one), (one, one), (none, none)]
+    out = model.match_batch(pairs)
+    for m, (a, b), (f0, f1) in zip(out, [(0, 1024), (1024, 0), (1, 1024), (1024, 1), (1, 1), (0, 0)], pairs):
         check_matches(m, a, b)
+        assert torch.equal(m.matches0, model.forward_readable(f0, f1).matches0)
     assert out[4].matches0.tolist() in ([0], [-1])
     cands, scores = model.candidates(none, full, 3)
     assert cands.shape == (0, 3) and scores.shape == (0, 3)

@@ -2,9 +2,7 @@
 and the accuracy acceptance checks (ScanNet sample relative pose, Graffiti homography)."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,21 +17,13 @@ from matchlab.matchers.superglue import (SuperGlue, extract_matches, log_optimal
                                          log_optimal_transport_exact)
 from matchlab.registry import ConfigError
 from matchlab.weights import load_checkpoint
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _plain_module():
-    """benchmarks/matchers.py: the plain transcription of the official maths (the baseline)."""
-    spec = importlib.util.spec_from_file_location("bench_matchers", REPO / "benchmarks" / "matchers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from matchers import reference_superglue
 
 
 @pytest.fixture(scope="module")
 def plain():
-    return _plain_module()
+    """The plain transcription of the official maths (tests/matchers/reference_superglue.py)."""
+    return reference_superglue
 
 
 @pytest.fixture(scope="module")
