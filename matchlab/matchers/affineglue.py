@@ -56,14 +56,14 @@ from ..registry import ConfigError, load_matcher, resolve
 from ..types import Features, Matches, TwoViewGeometry
 from .base import Matcher, MatcherCapabilities
 
-BASES = ("nn", "superglue", "lightglue")
 MODELS = ("homography", "essential")
 
 
 class AffineGlue(Matcher):
     """`matcher(feats0, feats1, K0=None, K1=None, gravity0=None, gravity1=None) -> Matches`.
 
-    Options: base ("nn" | "superglue" | "lightglue"), base_conf (options of the base matcher),
+    Options: base (another registered matcher: "nn", "superglue", "lightglue", ...),
+    base_conf (options of the base matcher),
     features (extractor name, passed to a base that needs it, i.e. LightGlue),
     model ("homography" | "essential"), pool_size (candidates per source), sources
     ("matched" | "all"), min_log_assignment, threshold_px (None: 3 px homography, 1 px
@@ -110,12 +110,13 @@ class AffineGlue(Matcher):
     capabilities: ClassVar[MatcherCapabilities] = MatcherCapabilities(
         needs_intrinsics=True, uses_gravity=True, needs_frames=True, verifies_geometry=True,
         estimates=MODELS)
+    result_neutral_options: ClassVar[tuple[str, ...]] = ()  # every option changes results
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
         c = self.conf
-        if c["base"] not in BASES:
-            raise ConfigError(f"AffineGlue: base must be one of {BASES}, got {c['base']!r}")
+        if c["base"] == "affineglue":
+            raise ConfigError("AffineGlue: base must be another matcher, e.g. 'nn' or 'lightglue'")
         if c["model"] not in MODELS:
             raise ConfigError(f"AffineGlue: model must be one of {MODELS}, got {c['model']!r}")
         if c["sources"] not in ("matched", "all"):
