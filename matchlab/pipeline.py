@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from tqdm import tqdm
 
@@ -23,6 +23,9 @@ from .images import ImageError, list_images
 from .registry import ConfigError
 from .store import FeatureStore, MatchStore
 from .types import Features
+
+if TYPE_CHECKING:
+    from .matchers.base import Matcher
 
 
 @dataclass
@@ -43,8 +46,9 @@ class StageReport:
 
 
 def model_record(name: str, model) -> dict:
-    """What made a file's contents: the model's name and the options that change results."""
-    neutral = set(getattr(model, "result_neutral_options", ()))
+    """What made a file's contents: the model's name and the options that change results
+    (all but the model class's declared `result_neutral_options`)."""
+    neutral = set(model.result_neutral_options)
     conf = {k: v for k, v in model.conf.items() if k not in neutral}
     return json.loads(json.dumps({"name": name, "conf": conf}, sort_keys=True, default=str))
 
@@ -61,6 +65,8 @@ def check_model_record(store, key: str, record: dict | None, what: str, option: 
             store.file.flush()
         return
     previous = json.loads(stored)
+    if "conf" in previous:  # options the model no longer records (now declared neutral)
+        previous["conf"] = {k: v for k, v in previous["conf"].items() if k in record["conf"]}
     if previous == record:
         return
     if previous.get("name") != record["name"]:
@@ -122,15 +128,15 @@ class _FeatureCache:
         return self.items[name]
 
 
-def check_gravity(matcher, gravity: dict | None) -> None:
+def check_gravity(matcher: Matcher, gravity: dict | None) -> None:
     """ValueError when per-image gravity is given to a matcher without a gravity prior."""
-    if gravity and not getattr(matcher, "uses_gravity", False):
+    if gravity and not matcher.capabilities.uses_gravity:
         raise ValueError(f"gravity directions apply to matchers with a gravity prior "
                          f"(affineglue), not to {type(matcher).__name__}")
 
 
 def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
-                matches_path: str | Path, matcher: Callable[[Features, Features], Any],
+                matches_path: str | Path, matcher: Matcher,
                 progress: bool = True, batch_size: int = 8, as_half: bool = False,
                 device=None, record: dict | None = None,
                 gravity: dict[str, Any] | None = None) -> StageReport:
@@ -138,12 +144,11 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
     raise KeyError listing them before any work is done.
 
     gravity: {image name: down direction [3] in camera coordinates} for a matcher that uses
-    a gravity prior (`uses_gravity`, e.g. AffineGlue); images without an entry fall back to
-    the matcher's default (upright). Giving it to another matcher is a ValueError.
+    a gravity prior (`capabilities.uses_gravity`, e.g. AffineGlue); images without an entry
+    fall back to the matcher's default (upright). Giving it to another matcher is a ValueError.
 
-    A matcher with a `match_batch(list of (feats0, feats1)) -> list of Matches` method gets
-    `batch_size` pairs at a time (its results must equal pair-by-pair matching); others are
-    called pair by pair. The same Features object is passed for an image that occurs in
+    The matcher's `match_batch` gets `batch_size` pairs at a time (its results equal
+    pair-by-pair matching). The same Features object is passed for an image that occurs in
     several pairs of a batch, so a matcher may cache per-image work by identity."""
     check_gravity(matcher, gravity)
     report = StageReport("match")
@@ -160,22 +165,19 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
         todo = [p for p in pairs if p not in store]
         report.already = len(pairs) - len(todo)
         cache = _FeatureCache(features, device=device)
-        if todo and getattr(matcher, "needs_frames", False) and cache[todo[0][0]].lafs is None:
+        if todo and matcher.capabilities.needs_frames and cache[todo[0][0]].lafs is None:
             raise ConfigError(
                 f"{type(matcher).__name__} needs local affine frames and {features_path} has none "
                 f"(e.g. {todo[0][0]!r}): extract with --extractor-conf lafs=affnet, use SIFT, or "
                 "fit the affine correspondences to matched neighbours (--matcher-conf "
                 "affines=neighbours)")
-        batched = (hasattr(matcher, "match_batch") and batch_size > 1) or bool(gravity)
-        step = batch_size if batched else 1
+        step = max(int(batch_size), 1)
         with tqdm(total=len(todo), desc="match", unit="pair", disable=not progress) as bar:
             for start_index in range(0, len(todo), step):
                 chunk = todo[start_index:start_index + step]
                 inputs = [(cache[a], cache[b]) for a, b in chunk]
-                extra = ({"gravity": [(gravity.get(a), gravity.get(b)) for a, b in chunk]}
-                         if gravity else {})
-                results = (matcher.match_batch(inputs, **extra) if batched
-                           else [matcher(*pair) for pair in inputs])
+                results = matcher.match_batch(inputs, gravity=[
+                    (gravity.get(a), gravity.get(b)) for a, b in chunk] if gravity else None)
                 for (name0, name1), result in zip(chunk, results):
                     # each pair is durable once written
                     store.write(name0, name1, result.to("cpu"), as_half=as_half)
@@ -297,7 +299,7 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
         pair_matches = {(a, b): matches.read_pairs(a, b)[0] for a, b in pairs}
     create_database(output_dir / "database.db", image_dir, good, keypoints, pair_matches,
                     camera_model=config.camera_model, camera_mode=config.camera_mode)
-    if getattr(matcher, "verifies_geometry", False):  # AffineGlue: its matches are inliers
+    if matcher.capabilities.verifies_geometry:  # AffineGlue: its matches are inliers
         import_verified(output_dir / "database.db", pairs)
     verify(output_dir / "database.db", pairs)  # (skips pairs verified above)
     reports.append(StageReport("database", done=len(pairs), seconds=time.perf_counter() - start))

@@ -38,6 +38,9 @@ class Configurable(torch.nn.Module):
     """
 
     default_conf: ClassVar[dict[str, Any]] = {}
+    # options that change speed or memory only, never results: output files leave them out of
+    # the record they keep of the model that made them (see matchlab.pipeline.model_record)
+    result_neutral_options: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def full_default_conf(cls) -> dict[str, Any]:

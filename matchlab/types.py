@@ -83,15 +83,23 @@ class Matches:
 
     matches0: [N0] int64, index of the matched keypoint in image 1, or -1.
     scores0:  [N0] float32 confidence in [0, 1] (0 where unmatched).
+    geometry: the two-view model a matcher estimated itself (see `TwoViewGeometry`; its
+              inliers are [N0] over image 0's keypoints), or None.
+    extras:   a matcher's own diagnostics (documented by each matcher), never needed by the
+              pipeline.
     """
 
     matches0: Tensor
     scores0: Tensor
     extras: dict = field(default_factory=dict)
+    geometry: TwoViewGeometry | None = None
 
     def __post_init__(self) -> None:
         _check("matches0", self.matches0, 1)
         _check("scores0", self.scores0, 1, n=self.matches0.shape[0])
+        if self.geometry is not None and self.geometry.inliers.shape != self.matches0.shape:
+            raise ShapeError(f"geometry.inliers must be [N0] = {tuple(self.matches0.shape)}, "
+                             f"got {tuple(self.geometry.inliers.shape)}")
 
     def __len__(self) -> int:
         """Number of matched pairs (not of keypoints)."""

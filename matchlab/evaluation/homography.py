@@ -7,7 +7,7 @@ For each image pair with a ground-truth homography H (x1 ~ H x0):
   protocol); AUC of that corner error at 1 / 3 / 5 px (failures count as infinite error).
 Features are extracted once per image and matched once per pair; every estimator in
 `estimators` runs on the same matches; "matcher" scores the homography the matcher
-estimated itself (AffineGlue: extras["H"]).
+estimated itself (AffineGlue: `Matches.geometry` with model "homography").
 """
 from __future__ import annotations
 
@@ -57,8 +57,9 @@ def evaluate_homography(dataset: str, extractor, matcher, estimators: Sequence[s
         for name in estimators:
             start = time.perf_counter()
             if name == MATCHER_ESTIMATOR:  # the matcher's own estimate (AffineGlue)
-                H_est = result.extras.get("H")
-                H_est = None if H_est is None else np.asarray(H_est, dtype=np.float64)
+                geo = result.geometry
+                H_est = (np.asarray(geo.matrix, dtype=np.float64)
+                         if geo is not None and geo.model == "homography" else None)
             else:
                 est = ESTIMATORS["homography"][name](points0, points1, threshold_px=ransac_px,
                                                      seed=seed)

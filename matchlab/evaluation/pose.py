@@ -31,7 +31,7 @@ from ..images import ImageError, array_to_tensor, target_size
 from .metrics import epipolar_error, error_auc, pose_error
 
 THRESHOLDS_DEG = (1, 2, 5, 10, 20)
-# estimator name for "the pose the matcher estimated itself" (AffineGlue: extras R, t)
+# estimator name for "the model the matcher estimated itself" (AffineGlue: Matches.geometry)
 MATCHER_ESTIMATOR = "matcher"
 
 
@@ -69,10 +69,11 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
     """Run `extractor` + `matcher` on every pose pair of `dataset` and score each estimator.
 
     The extractor must be built with resize=None: the protocol resizes the images itself.
-    A matcher with `needs_intrinsics` (AffineGlue) gets K0 / K1, and the estimator name
-    "matcher" scores the pose it returns in extras["R"] / extras["t"].
+    The matcher gets K0 / K1 (and gravity) through `match_batch`, used when its capabilities
+    say so (AffineGlue); the estimator name "matcher" scores the pose it returns in
+    `Matches.geometry` (R, t).
     threshold_px overrides the protocol's RANSAC threshold. gravity: {image name: down
-    direction [3] in camera coordinates} for a matcher with `uses_gravity` (missing names:
+    direction [3] in camera coordinates} for a matcher that uses gravity (missing names:
     upright). feature_cache: a dict to share extracted features between calls with the same
     extractor (benchmarks comparing matchers). only_pairs: evaluate these (name0, name1) pairs
     of the protocol only (ValueError for a pair it does not have). Returns a dict with the
@@ -92,7 +93,7 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
     threshold = protocol.threshold_px if threshold_px is None else threshold_px
     functions = {name: None if name == MATCHER_ESTIMATOR else get_estimator("essential", name)
                  for name in estimators}
-    if MATCHER_ESTIMATOR in functions and not getattr(matcher, "needs_intrinsics", False):
+    if MATCHER_ESTIMATOR in functions and not matcher.capabilities.estimates:
         raise ValueError(f"estimator {MATCHER_ESTIMATOR!r} takes the pose from the matcher, and "
                          f"{type(matcher).__name__} estimates none (use e.g. affineglue)")
     check_gravity(matcher, gravity)
@@ -120,12 +121,9 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
         (f0, s0, _), (f1, s1, _) = features(pair.name0), features(pair.name1)
         K0, K1 = scale_intrinsics(pair.K0, s0), scale_intrinsics(pair.K1, s1)
         start = time.perf_counter()
-        # a matcher that estimates the geometry itself (AffineGlue) gets the intrinsics
-        extra = {}
-        if gravity:
-            extra = dict(gravity0=gravity.get(pair.name0), gravity1=gravity.get(pair.name1))
-        result = (matcher(f0, f1, K0=K0, K1=K1, **extra)
-                  if getattr(matcher, "needs_intrinsics", False) else matcher(f0, f1))
+        # a matcher that estimates the geometry itself (AffineGlue) uses the intrinsics
+        g = [(gravity.get(pair.name0), gravity.get(pair.name1))] if gravity else None
+        result = matcher.match_batch([(f0, f1)], intrinsics=[(K0, K1)], gravity=g)[0]
         t_match = time.perf_counter() - start
         idx = result.pairs().numpy()
         scores = result.matched_scores().numpy().astype(np.float64)
@@ -140,7 +138,9 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
             errors, start = [], time.perf_counter()
             for seed in seeds:
                 if estimate is None:  # the matcher's own estimate (deterministic)
-                    R, t = result.extras.get("R"), result.extras.get("t")
+                    geo = result.geometry
+                    R, t = ((None, None) if geo is None or geo.R is None
+                            else (np.asarray(geo.R), np.asarray(geo.t)))
                 else:
                     est = estimate(k0, k1, K0, K1, threshold_px=threshold, scores=scores, seed=seed)
                     R, t = (None, None) if est is None else (est.R, est.t)

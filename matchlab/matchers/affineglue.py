@@ -4,13 +4,14 @@ matching and robust estimation from one-to-many affine correspondences. Our impl
     matcher = load_matcher("affineglue", base="superglue", base_conf={"weights": "indoor"},
                            model="essential")
     m = matcher(feats0, feats1, K0=K0, K1=K1)        # feats with lafs (see below)
-    m.matches0, m.extras["R"], m.extras["t"], m.extras["E"]
+    m.matches0, m.geometry.matrix, m.geometry.R, m.geometry.t
 
-1. A base matcher gives each source keypoint a pool of its `pool_size` best destinations:
+1. A base matcher gives each source keypoint a pool of its `pool_size` best destinations, its
+   `match_candidates` (any `matchlab.matchers.base.Matcher`):
    - "nn": descriptor cosine similarity (top-k of d0 . d1), scores (cos + 1) / 2;
-   - "superglue" / "lightglue": the top-k of each row of the final log-assignment
-     (`match_batch(top_k=k)`), candidates with log-assignment < `min_log_assignment` dropped
-     (StereoGlue keeps > -20).
+   - "superglue" / "lightglue": the top-k of each row of the final log-assignment.
+   Candidates with a score <= exp(`min_log_assignment`) are dropped (StereoGlue keeps
+   log-assignments > -20).
    `sources`: "matched" keeps pools only for keypoints the base matcher matched one-to-one
    (StereoGlue's choice), "all" for every keypoint.
 2. Affine correspondences: `affines="frames"` (default), A = A1 A0^-1 from the features' local
@@ -22,10 +23,11 @@ matching and robust estimation from one-to-many affine correspondences. Our impl
    matching (each source takes the first candidate of its pool consistent with the model),
    local optimisation, final least squares; one-to-one inlier matches.
 Output: Matches with only the inlier matches (scores0 = the base matcher's score of the chosen
-candidate) and extras: "H" [3, 3] (homography, pixels, x1 ~ H x0) or "E" [3, 3] (normalised
-coordinates), "R" [3, 3], "t" [3] (essential; X1 = R X0 + t, |t| = 1); "base_matches0",
-"base_scores0" (the base matcher's one-to-one matches, for comparisons); "num_hypotheses".
-Float64 tensors. An estimation failure gives no matches and no model keys.
+candidate) and `geometry`, a `TwoViewGeometry`: model "homography" (matrix [3, 3], pixels,
+x1 ~ H x0) or "essential" (matrix [3, 3] in normalised coordinates, R [3, 3], t [3] with
+X1 = R X0 + t, |t| = 1), inliers [N0] (the matched keypoints), float64. Diagnostics in extras:
+"base_matches0", "base_scores0" (the base matcher's one-to-one matches, for comparisons),
+"num_hypotheses", "residuals0" [N0]. An estimation failure gives no matches and geometry None.
 
 Intrinsics (essential model; optional for the homography's gravity solver): call arguments
 K0, K1 ([3, 3], pixels of the ORIGINAL images, i.e. of Features.keypoints), or conf K0 / K1.
@@ -39,6 +41,7 @@ the hypotheses: local optimisation fits general models.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -50,32 +53,18 @@ from ..geometry.primitives.camera import default_intrinsics
 from ..geometry.robust.ac_ransac import estimate_essential_ac, estimate_homography_ac
 from ..geometry.robust.scoring import SCORINGS
 from ..io.gravity import read_gravity  # noqa: F401  (part of this module's API)
-from ..registry import ConfigError, Configurable, load_matcher, resolve
-from ..types import Features, Matches
+from ..registry import ConfigError, load_matcher, resolve
+from ..types import Features, Matches, TwoViewGeometry
+from .base import Matcher, MatcherCapabilities
 
-BASES = ("nn", "superglue", "lightglue")
 MODELS = ("homography", "essential")
 
 
-def nn_candidates(desc0: Tensor, desc1: Tensor, k: int, chunk: int = 4096) -> tuple[Tensor, Tensor]:
-    """Top-k by cosine similarity: (indices [N0, k'], scores (cos + 1) / 2 [N0, k']), k' = min(k, N1)."""
-    d0 = torch.nn.functional.normalize(desc0.float(), dim=1)
-    d1 = torch.nn.functional.normalize(desc1.float(), dim=1)
-    k = min(k, d1.shape[0])
-    idx, val = [], []
-    for s in range(0, d0.shape[0], chunk):
-        best = (d0[s:s + chunk] @ d1.T).topk(k, dim=1)
-        idx.append(best.indices)
-        val.append(best.values)
-    if not idx:
-        return torch.zeros((0, k), dtype=torch.long), torch.zeros((0, k))
-    return torch.cat(idx), ((torch.cat(val) + 1) / 2).clamp(0, 1)
-
-
-class AffineGlue(Configurable):
+class AffineGlue(Matcher):
     """`matcher(feats0, feats1, K0=None, K1=None, gravity0=None, gravity1=None) -> Matches`.
 
-    Options: base ("nn" | "superglue" | "lightglue"), base_conf (options of the base matcher),
+    Options: base (another registered matcher: "nn", "superglue", "lightglue", ...),
+    base_conf (options of the base matcher),
     features (extractor name, passed to a base that needs it, i.e. LightGlue),
     model ("homography" | "essential"), pool_size (candidates per source), sources
     ("matched" | "all"), min_log_assignment, threshold_px (None: 3 px homography, 1 px
@@ -116,22 +105,19 @@ class AffineGlue(Configurable):
         "num_neighbours": 8,
         "seed": 0,
     }
-    needs_intrinsics: ClassVar[bool] = True  # forward accepts K0 / K1
-    uses_gravity: ClassVar[bool] = True  # match_batch accepts gravity=[(g0, g1), ...]
     # its matches are the inliers of its robust estimate: `run_sfm` writes them into the
-    # COLMAP database as verified two-view geometries instead of re-running RANSAC
-    verifies_geometry: ClassVar[bool] = True
-
-    @property
-    def needs_frames(self) -> bool:
-        """Whether the features must carry local affine frames (`match_pairs` checks up front)."""
-        return self.conf["affines"] == "frames"
+    # COLMAP database as verified two-view geometries instead of re-running RANSAC; an
+    # instance narrows `needs_frames` and `estimates` to its `affines` and `model` options
+    capabilities: ClassVar[MatcherCapabilities] = MatcherCapabilities(
+        needs_intrinsics=True, uses_gravity=True, needs_frames=True, verifies_geometry=True,
+        estimates=MODELS)
+    result_neutral_options: ClassVar[tuple[str, ...]] = ()  # every option changes results
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
         c = self.conf
-        if c["base"] not in BASES:
-            raise ConfigError(f"AffineGlue: base must be one of {BASES}, got {c['base']!r}")
+        if c["base"] == "affineglue":
+            raise ConfigError("AffineGlue: base must be another matcher, e.g. 'nn' or 'lightglue'")
         if c["model"] not in MODELS:
             raise ConfigError(f"AffineGlue: model must be one of {MODELS}, got {c['model']!r}")
         if c["sources"] not in ("matched", "all"):
@@ -147,6 +133,8 @@ class AffineGlue(Configurable):
             raise ConfigError(f"AffineGlue: scoring must be one of {SCORINGS}, got {c['scoring']!r}")
         if c["threshold_px"] is not None and not float(c["threshold_px"]) > 0:
             raise ConfigError(f"AffineGlue: threshold_px must be > 0, got {c['threshold_px']!r}")
+        self.capabilities = replace(type(self).capabilities, estimates=(c["model"],),
+                                    needs_frames=c["affines"] == "frames")
         base_conf = dict(c["base_conf"] or {})
         if c["features"] is not None and "features" in resolve("matcher", c["base"]).default_conf:
             base_conf.setdefault("features", c["features"])  # LightGlue's weights
@@ -157,28 +145,14 @@ class AffineGlue(Configurable):
     # ----------------------------------------------------------------- pools
     def _pools(self, pairs: Sequence[tuple[Features, Features]]) -> list[tuple[Tensor, Tensor, Matches]]:
         """Per pair: (candidates [N0, k] (-1 empty), scores [N0, k], the base's Matches)."""
-        k = int(self.conf["pool_size"])
-        if self.conf["base"] == "nn":
-            out = []
-            for f0, f1 in pairs:
-                base = self.base(f0, f1)
-                if len(f0) == 0 or len(f1) == 0:
-                    out.append((torch.full((len(f0), k), -1), torch.zeros(len(f0), k), base))
-                    continue
-                idx, sc = nn_candidates(f0.descriptors, f1.descriptors, k)
-                out.append((idx, sc, base))
-            return out
-        results = self.base.match_batch(list(pairs), top_k=k)
-        out = []
         floor = float(np.exp(self.conf["min_log_assignment"]))
-        for (f0, _), m in zip(pairs, results):
-            idx = m.extras.get("candidates")
-            sc = m.extras.get("candidate_scores")
-            if idx is None:
-                idx, sc = torch.full((len(f0), k), -1), torch.zeros(len(f0), k)
-            idx = torch.where(sc > floor, idx, -1)
-            out.append((idx, sc, m))
-        return out
+        return [(torch.where(sc > floor, idx, -1), sc, base) for base, idx, sc in
+                self.base.match_candidates(list(pairs), int(self.conf["pool_size"]))]
+
+    def candidates(self, feats0: Features, feats1: Features, k: int) -> tuple[Tensor, Tensor]:
+        """The base matcher's candidates (the pools AffineGlue chooses from, before the
+        `min_log_assignment` floor)."""
+        return self.base.candidates(feats0, feats1, k)
 
     # ----------------------------------------------------------------- API
     def forward(self, feats0: Features, feats1: Features, K0=None, K1=None,
@@ -197,7 +171,7 @@ class AffineGlue(Configurable):
             for side, f in enumerate((f0, f1)):
                 if not isinstance(f, Features):
                     raise TypeError(f"pairs[{i}][{side}] must be a matchlab.Features")
-                if f.lafs is None and len(f) > 0 and self.needs_frames:
+                if f.lafs is None and len(f) > 0 and self.capabilities.needs_frames:
                     raise ValueError(
                         f"AffineGlue needs local affine frames: pairs[{i}][{side}] has lafs=None. "
                         "Extract with lafs='affnet' (e.g. load_extractor('superpoint', "
@@ -260,13 +234,8 @@ class AffineGlue(Configurable):
         extras["num_hypotheses"] = est.hypotheses
         extras["residuals0"] = torch.full((n0,), float("nan"), dtype=torch.float64)
         extras["residuals0"][torch.from_numpy(src)] = torch.from_numpy(est.residuals)
-        if c["model"] == "homography":
-            extras["H"] = torch.from_numpy(est.model)
-        else:
-            extras["E"] = torch.from_numpy(est.model)
-            extras["R"] = torch.from_numpy(est.R)
-            extras["t"] = torch.from_numpy(est.t)
+        pose = {} if c["model"] == "homography" else {"R": torch.from_numpy(est.R),
+                                                      "t": torch.from_numpy(est.t)}
+        result.geometry = TwoViewGeometry(c["model"], torch.from_numpy(est.model),
+                                          result.matches0 > -1, **pose)
         return result
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.conf.items())

@@ -26,10 +26,11 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..registry import ConfigError, Configurable
+from ..registry import ConfigError
 from ..types import Features, Matches, ShapeError
 from ..weights import load_checkpoint
 from .attention import PRECISIONS
+from .base import Matcher, MatcherCapabilities, split_candidates
 from .lightglue_blocks import (DIM, FEATURES, N_LAYERS, MatchAssignment, PositionalEncoding,
                                TokenConfidence, TransformerLayer, confidence_threshold,
                                no_matches, official_state_dict, positional_inputs, run_network,
@@ -43,7 +44,7 @@ __all__ = ["LightGlue", "FEATURES", "confidence_threshold", "official_state_dict
 _PRUNING_MIN = {"cpu": -1, "mps": -1, "cuda": 1536}
 
 
-class LightGlue(Configurable):
+class LightGlue(Matcher):
     """LightGlue matcher: ``matcher(feats0, feats1) -> Matches``.
 
     Options:
@@ -85,6 +86,8 @@ class LightGlue(Configurable):
         "batch_size": 8,
         "compile": False,
     }
+    capabilities: ClassVar[MatcherCapabilities] = MatcherCapabilities()
+    result_neutral_options: ClassVar[tuple[str, ...]] = ("batch_size", "compile")  # speed only
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
@@ -175,9 +178,21 @@ class LightGlue(Configurable):
         stop (layers run), rotation (with several rotations), candidates (with top_k)."""
         return self.match_batch([(feats0, feats1)])[0]
 
-    @torch.inference_mode()
-    def match_batch(self, pairs: Sequence[tuple[Features, Features]], top_k: int | None = None
+    def match_batch(self, pairs: Sequence[tuple[Features, Features]], intrinsics=None, gravity=None
                     ) -> list[Matches]:
+        """Match several pairs (see `_match`; intrinsics and gravity are not used)."""
+        return self._match(pairs)
+
+    def match_candidates(self, pairs: Sequence[tuple[Features, Features]], k: int
+                         ) -> list[tuple[Matches, Tensor, Tensor]]:
+        """One pass: the matches and the top-k candidates of each keypoint of image 0 from the
+        final log-assignment (scores: its exp, decreasing along each row). Keypoints pruned
+        before the last layer get -1 / 0. With several rotations, those of the kept rotation."""
+        return split_candidates(self._match(pairs, top_k=k), k)
+
+    @torch.inference_mode()
+    def _match(self, pairs: Sequence[tuple[Features, Features]], top_k: int | None = None
+               ) -> list[Matches]:
         """Match several pairs; each pair's result equals its result alone (up to float
         rounding): early exit and pruning are decided per pair. Pairs are processed
         ``batch_size`` at a time; per-image work is shared by identity of the Features."""
@@ -216,17 +231,3 @@ class LightGlue(Configurable):
             m.extras["matches_per_rotation"] = {rotations[r]: len(cands[r]) for r in range(len(rotations))}
             results.append(m)
         return results
-
-    @torch.inference_mode()
-    def candidates(self, feats0: Features, feats1: Features, k: int) -> tuple[Tensor, Tensor]:
-        """Top-k candidates of each keypoint of image 0 from the final log-assignment:
-        (indices [N0, k] into image 1, -1 where none; scores [N0, k] in [0, 1], the exp of the
-        log-assignment, decreasing along each row). Keypoints pruned before the last layer
-        get -1 / 0. With several rotations, those of the kept rotation."""
-        if k < 1:
-            raise ValueError("k must be >= 1")
-        m = self.match_batch([(feats0, feats1)], top_k=k)[0]
-        return m.extras["candidates"], m.extras["candidate_scores"]
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.conf.items())

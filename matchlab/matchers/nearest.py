@@ -18,8 +18,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..registry import ConfigError, Configurable
+from ..registry import ConfigError
 from ..types import Features, Matches, ShapeError
+from .base import Matcher, MatcherCapabilities
 
 
 def _merge_top2(best_d: Tensor, best_i: Tensor, new_d: Tensor, new_i: Tensor) -> None:
@@ -63,7 +64,24 @@ def top2_neighbours(desc0: Tensor, desc1: Tensor, chunk_size: int | None = 2048
     return dist0, idx0, dist1, idx1
 
 
-class NearestNeighbor(Configurable):
+def cosine_candidates(desc0: Tensor, desc1: Tensor, k: int, chunk: int = 4096
+                      ) -> tuple[Tensor, Tensor]:
+    """Top-k by cosine similarity: (indices [N0, k'], scores (cos + 1) / 2 [N0, k'], best
+    first), k' = min(k, N1); image 0 is processed `chunk` rows at a time."""
+    d0 = torch.nn.functional.normalize(desc0.float(), dim=1)
+    d1 = torch.nn.functional.normalize(desc1.float(), dim=1)
+    k = min(k, d1.shape[0])
+    idx, val = [], []
+    for s in range(0, d0.shape[0], chunk):
+        best = (d0[s:s + chunk] @ d1.T).topk(k, dim=1)
+        idx.append(best.indices)
+        val.append(best.values)
+    if not idx:
+        return torch.zeros((0, k), dtype=torch.long), torch.zeros((0, k))
+    return torch.cat(idx), ((torch.cat(val) + 1) / 2).clamp(0, 1)
+
+
+class NearestNeighbor(Matcher):
     """`matcher(features0, features1) -> Matches` by descriptor nearest neighbours.
 
     Options:
@@ -79,6 +97,7 @@ class NearestNeighbor(Configurable):
         "distance_threshold": None,
         "chunk_size": 2048,
     }
+    capabilities: ClassVar[MatcherCapabilities] = MatcherCapabilities()
     result_neutral_options: ClassVar[tuple[str, ...]] = ("chunk_size",)  # speed / memory only
 
     def __init__(self, **conf: Any) -> None:
@@ -133,3 +152,15 @@ class NearestNeighbor(Configurable):
         scores = torch.zeros(n0, dtype=torch.float32, device=d0.device)
         scores[valid] = ((cos + 1) / 2).clamp(0, 1).float()
         return Matches(m0.cpu(), scores.cpu())
+
+    @torch.inference_mode()
+    def candidates(self, feats0: Features, feats1: Features, k: int) -> tuple[Tensor, Tensor]:
+        """The k most cosine-similar descriptors of image 1 for each keypoint of image 0:
+        (indices [N0, k'], scores (cos + 1) / 2 [N0, k']), k' = min(k, N1); with no keypoints
+        on a side, [N0, k] of -1 / 0."""
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        n0 = len(feats0)
+        if n0 == 0 or len(feats1) == 0:
+            return torch.full((n0, k), -1, dtype=torch.long), torch.zeros(n0, k)
+        return cosine_candidates(feats0.descriptors, feats1.descriptors, k)

@@ -60,8 +60,7 @@ def match_rotated_images(extractor, matcher, image0, image1, rotations: Sequence
     img1 = to_tensor(image1, grayscale=False)
     feats1 = [extractor(torch.rot90(img1, -r // 90, dims=(1, 2))) for r in angles]  # k < 0: clockwise
     pairs = [(feats0, f) for f in feats1]
-    results = (matcher.match_batch(pairs) if hasattr(matcher, "match_batch")
-               else [matcher(a, b) for a, b in pairs])
+    results = matcher.match_batch(pairs)
     best = max(range(len(angles)), key=lambda i: (len(results[i]), -i))
     matches = results[best]
     matches.extras["rotation"] = angles[best]

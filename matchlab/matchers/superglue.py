@@ -46,12 +46,13 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..registry import ConfigError, Configurable
+from ..registry import ConfigError
 from ..types import Features, Matches, ShapeError
 from ..weights import load_checkpoint
 from .attention import (PRECISIONS, DerivedWeights, add_residual, attention, conv1x1_weight,
                         fold_batchnorm, fuse_attention_layer, merge_heads, mutual_matches,
                         permute_heads_in, permute_heads_out, split_heads)
+from .base import Matcher, MatcherCapabilities, split_candidates
 
 WEIGHT_FILES = {"indoor": "superglue_indoor.pth", "outdoor": "superglue_outdoor.pth"}
 DIM = 256
@@ -207,7 +208,7 @@ def extract_matches(scores: Tensor, u: Tensor, v: Tensor, threshold: float
 
 
 # --------------------------------------------------------------------------- the model
-class SuperGlue(Configurable):
+class SuperGlue(Matcher):
     """SuperGlue matcher: ``matcher(feats0, feats1) -> Matches``.
 
     Features must be SuperPoint-like: 256-d descriptors (L2-normalised), detection scores,
@@ -233,6 +234,8 @@ class SuperGlue(Configurable):
         "match_threshold": 0.2,
         "precision": "auto",
     }
+    capabilities: ClassVar[MatcherCapabilities] = MatcherCapabilities()
+    result_neutral_options: ClassVar[tuple[str, ...]] = ()  # every option changes results
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
@@ -347,9 +350,19 @@ class SuperGlue(Configurable):
         """Match two images. Returns Matches on the CPU with extras matches1 [N1], scores1 [N1]."""
         return self.match_batch([(feats0, feats1)])[0]
 
-    @torch.inference_mode()
-    def match_batch(self, pairs: Sequence[tuple[Features, Features]], top_k: int | None = None
+    def match_batch(self, pairs: Sequence[tuple[Features, Features]], intrinsics=None, gravity=None
                     ) -> list[Matches]:
+        """Match several pairs (see `_match`; intrinsics and gravity are not used)."""
+        return self._match(pairs)
+
+    def match_candidates(self, pairs: Sequence[tuple[Features, Features]], k: int
+                         ) -> list[tuple[Matches, Tensor, Tensor]]:
+        """One pass: the matches and the top-k candidates of each row of the log-assignment."""
+        return split_candidates(self._match(pairs, top_k=k), k)
+
+    @torch.inference_mode()
+    def _match(self, pairs: Sequence[tuple[Features, Features]], top_k: int | None = None
+               ) -> list[Matches]:
         """Match several pairs in one padded pass through the network.
 
         top_k: also return, in extras "candidates" [N0, k] (indices into image 1, -1 where
@@ -416,6 +429,3 @@ class SuperGlue(Configurable):
                     extras["candidate_scores"] = best.values.exp().clamp(0, 1).cpu()
                 results[i] = Matches(m0.cpu(), s0.cpu(), extras=extras)
         return results  # type: ignore[return-value]
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.conf.items())

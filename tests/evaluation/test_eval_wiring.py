@@ -136,7 +136,8 @@ def test_matcher_verified_matches_go_straight_into_the_database(graf_sift, tmp_p
     from matchlab.sfm import create_database, import_verified, verify
     from matchlab.store import FeatureStore, MatchStore
 
-    assert AffineGlue.verifies_geometry and not getattr(load_matcher("nn"), "verifies_geometry", False)
+    assert AffineGlue.capabilities.verifies_geometry
+    assert not load_matcher("nn").capabilities.verifies_geometry
     pairs = [("img1.png", "img2.png")]
     match_pairs(pairs, graf_sift / "features.h5", tmp_path / "m.h5", AffineGlue(), progress=False)
     with FeatureStore(graf_sift / "features.h5", "r") as f, MatchStore(tmp_path / "m.h5", "r") as m:

@@ -158,7 +158,9 @@ def test_end_to_end_recovers_known_homography(warped_graf):
     f0, f1 = ext(img), ext(warped)
     matcher = load_matcher("affineglue", base="nn", model="homography")
     m = matcher(f0, f1)
-    H_est = m.extras["H"].numpy()
+    assert m.geometry.model == "homography" and m.geometry.R is None
+    assert torch.equal(m.geometry.inliers, m.matches0 > -1)
+    H_est = m.geometry.matrix.numpy()
     assert corner_error(H_est, H, size) < 2.0
     pairs = m.pairs().numpy()
     assert len(pairs) > 200
@@ -167,7 +169,8 @@ def test_end_to_end_recovers_known_homography(warped_graf):
     assert len(np.unique(pairs[:, 1])) == len(pairs)
     # deterministic, and the extras carry the base matcher's one-to-one matches
     again = matcher(f0, f1)
-    assert torch.equal(again.matches0, m.matches0) and torch.equal(again.extras["H"], m.extras["H"])
+    assert torch.equal(again.matches0, m.matches0)
+    assert torch.equal(again.geometry.matrix, m.geometry.matrix)
     assert m.extras["base_matches0"].shape == m.matches0.shape
     # features without frames are refused with a clear message
     no_frames = load_extractor("superpoint", max_keypoints=64)(img)
@@ -203,8 +206,7 @@ def test_affnet_frames_and_superglue_pools(datasets_root):
     assert np.mean(rel < rel_identity.min()) > 0.25
 
     sg = load_matcher("superglue", weights="outdoor")
-    base = sg.match_batch([(f0, f1)], top_k=4)[0]
-    cand, sc = base.extras["candidates"], base.extras["candidate_scores"]
+    base, cand, sc = sg.match_candidates([(f0, f1)], 4)[0]
     assert cand.shape == (len(f0), 4) and (sc[:, :-1] >= sc[:, 1:]).all()
     matched = base.matches0 > -1
     assert torch.equal(cand[matched, 0], base.matches0[matched])  # mutual argmax is the row's best
@@ -212,7 +214,7 @@ def test_affnet_frames_and_superglue_pools(datasets_root):
     assert torch.equal(plain.matches0, base.matches0) and "candidates" not in plain.extras
 
     m = load_matcher("affineglue", base="superglue", base_conf={"weights": "outdoor"})(f0, f1)
-    assert corner_error(m.extras["H"].numpy(), H, f0.image_size) < 3.0
+    assert corner_error(m.geometry.matrix.numpy(), H, f0.image_size) < 3.0
 
 
 def test_neighbour_affines_match_the_homography_jacobian_despite_outlier_matches():
@@ -262,7 +264,7 @@ def test_neighbour_affines_need_no_frames(warped_graf):
     assert f0.lafs is None
     matcher = load_matcher("affineglue", base="lightglue", features="disk", affines="neighbours")
     m = matcher(f0, f1)
-    assert corner_error(m.extras["H"].numpy(), H, size) < 2.0
+    assert corner_error(m.geometry.matrix.numpy(), H, size) < 2.0
     pairs = m.pairs().numpy()
     err = reprojection_errors(H, f0.keypoints.numpy()[pairs[:, 0]], f1.keypoints.numpy()[pairs[:, 1]])
     assert len(pairs) > 200 and np.mean(err < 3) > 0.97

@@ -1,0 +1,112 @@
+"""What every matcher offers, and what the pipeline and the benchmarks may rely on.
+
+    matcher(feats0, feats1) -> Matches                        one pair
+    matcher.match_batch(pairs, intrinsics=None, gravity=None) several pairs, equal results
+    matcher.candidates(feats0, feats1, k) -> (indices, scores) top-k destinations per keypoint
+    matcher.capabilities                                      a `MatcherCapabilities` record
+    type(matcher).result_neutral_options                      options that change speed only
+
+A new matcher subclasses `Matcher`, declares `default_conf`, `capabilities` and
+`result_neutral_options`, implements `forward(feats0, feats1) -> Matches` (or overrides
+`match_batch` and makes `forward` call it) and `candidates` (or overrides `match_candidates`
+when one pass gives both), and gets one line in `matchlab.registry.MATCHERS`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import torch
+from torch import Tensor
+
+from ..registry import Configurable
+from ..types import Features, Matches
+
+Pair = tuple[Features, Features]
+
+
+@dataclass(frozen=True)
+class MatcherCapabilities:
+    """What a matcher needs besides two `Features`, and what it gives besides matches.
+
+    needs_intrinsics:  takes per-pair intrinsics (K0, K1 [3, 3], pixels of the original
+                       images) through `match_batch(intrinsics=...)`; without them it guesses.
+    uses_gravity:      takes per-pair gravity directions (g0, g1 [3], camera coordinates)
+                       through `match_batch(gravity=...)`; None means upright.
+    needs_frames:      the features must carry local affine frames (`Features.lafs`).
+    verifies_geometry: its matches are the inliers of its own robust two-view estimate, so
+                       the SfM database takes them as verified (no second RANSAC).
+    estimates:         the `TwoViewGeometry.model` types it returns in `Matches.geometry`.
+    """
+
+    needs_intrinsics: bool = False
+    uses_gravity: bool = False
+    needs_frames: bool = False
+    verifies_geometry: bool = False
+    estimates: tuple[str, ...] = ()
+
+
+class Matcher(Configurable):
+    """Base class of the matchers (see the module docstring for the contract).
+
+    `capabilities` is declared per class; an instance whose options narrow it (e.g. a
+    matcher that needs frames only in one mode) sets its own record in `__init__`.
+    `result_neutral_options` (declared on `Configurable`) are left out of the record that
+    output files keep, so changing them never makes a file's results look foreign.
+    """
+
+    capabilities: ClassVar[MatcherCapabilities] = MatcherCapabilities()
+
+    def match_batch(self, pairs: Sequence[Pair], intrinsics: Sequence[tuple] | None = None,
+                    gravity: Sequence[tuple] | None = None) -> list[Matches]:
+        """Matches of each pair, equal to matching the pairs one by one.
+
+        intrinsics: one (K0, K1) per pair, gravity: one (g0, g1) per pair (entries may be
+        None); each is passed on only to a matcher whose capabilities use it, as keyword
+        arguments K0, K1 / gravity0, gravity1 of `forward`. This default runs pair by pair;
+        networks override it to share one pass. The same Features object may occur in several
+        pairs, so a matcher may cache per-image work by identity."""
+        caps = self.capabilities
+        out = []
+        for i, (f0, f1) in enumerate(pairs):
+            inputs = {}
+            if caps.needs_intrinsics and intrinsics is not None:
+                inputs["K0"], inputs["K1"] = intrinsics[i]
+            if caps.uses_gravity and gravity is not None:
+                inputs["gravity0"], inputs["gravity1"] = gravity[i]
+            out.append(self(f0, f1, **inputs))
+        return out
+
+    def candidates(self, feats0: Features, feats1: Features, k: int) -> tuple[Tensor, Tensor]:
+        """One-to-many candidates: (indices [N0, k'] into image 1, -1 where none; scores
+        [N0, k'] in [0, 1], best first along each row), k' = min(k, N1) or k."""
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        return self.match_candidates([(feats0, feats1)], k)[0][1:]
+
+    def match_candidates(self, pairs: Sequence[Pair], k: int
+                         ) -> list[tuple[Matches, Tensor, Tensor]]:
+        """Per pair: (the one-to-one Matches, candidate indices, candidate scores) as given
+        by `__call__` and `candidates`. Matchers that get both from one pass override this."""
+        if type(self).candidates is Matcher.candidates:
+            raise NotImplementedError(f"{type(self).__name__} defines neither candidates nor "
+                                      "match_candidates")
+        return [(self(f0, f1), *self.candidates(f0, f1, k)) for f0, f1 in pairs]
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.conf.items())
+
+
+def split_candidates(results: Sequence[Matches], k: int) -> list[tuple[Matches, Tensor, Tensor]]:
+    """(Matches, indices, scores) from results whose extras carry "candidates" /
+    "candidate_scores" (a network's top-k pass); a result without them (a side with no
+    keypoints) gets [N0, k] of -1 / 0."""
+    out = []
+    for m in results:
+        n0 = m.matches0.shape[0]
+        idx = m.extras.get("candidates")
+        if idx is None:
+            out.append((m, torch.full((n0, k), -1, dtype=torch.long), torch.zeros(n0, k)))
+        else:
+            out.append((m, idx, m.extras["candidate_scores"]))
+    return out
