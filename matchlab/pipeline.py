@@ -22,6 +22,7 @@ from .errors import OutputMismatchError
 from .images import ImageError, list_images
 from .registry import ConfigError
 from .store import FeatureStore, MatchStore
+from .store.identity import check_same_features
 from .types import Features
 
 
@@ -157,6 +158,7 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
             raise KeyError(f"{len(missing)} image(s) named in the pairs have no features in "
                            f"{features_path}: {', '.join(map(repr, missing[:10]))}"
                            + (" ..." if len(missing) > 10 else ""))
+        digests = check_same_features(features, store, pairs)  # matches of other keypoints
         todo = [p for p in pairs if p not in store]
         report.already = len(pairs) - len(todo)
         cache = _FeatureCache(features, device=device)
@@ -178,7 +180,8 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                            else [matcher(*pair) for pair in inputs])
                 for (name0, name1), result in zip(chunk, results):
                     # each pair is durable once written
-                    store.write(name0, name1, result.to("cpu"), as_half=as_half)
+                    store.write(name0, name1, result.to("cpu"), as_half=as_half,
+                                keypoints=(digests[name0], digests[name1]))
                     report.matches += len(result)
                 report.done += len(chunk)
                 bar.update(len(chunk))

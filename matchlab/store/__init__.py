@@ -5,6 +5,7 @@
     h5safe.py     opening files with errors that say what is wrong; crash-safe item writes
     h5format.py   the superblock and its checksum (stale "open for writing" flags)
     salvage.py    `salvage`: keep the intact items of a damaged file
+    identity.py   which features a matches.h5 was made from (refuses matches of other ones)
 
 Crash safety: a run killed at any moment (SIGKILL included) leaves a file the next run opens
 and completes (see h5safe).

@@ -119,7 +119,7 @@ class FeatureStore(_ImageStore):
     def read(self, name: str) -> Features:
         """The Features stored under `name` (float32, descriptors [N, D])."""
         group = self._get(name)
-        keypoints = self._read(group, "keypoints").astype(np.float32).reshape(-1, 2)
+        keypoints = self._keypoints(group, name)
         n = len(keypoints)
         descriptors = self._read(group, "descriptors") if "descriptors" in group \
             else np.zeros((0, n), np.float32)
@@ -165,7 +165,17 @@ class FeatureStore(_ImageStore):
 
     def read_keypoints(self, name: str) -> np.ndarray:
         """Keypoints [N, 2] float32 of `name`, without reading its descriptors."""
-        return self._read(self._get(name), "keypoints").astype(np.float32).reshape(-1, 2)
+        return self._keypoints(self._get(name), name)
+
+    def _keypoints(self, group: h5py.Group, name: str) -> np.ndarray:
+        """Keypoints [N, 2] float32; StoreError naming the image when any is NaN or infinite."""
+        keypoints = self._read(group, "keypoints").astype(np.float32).reshape(-1, 2)
+        bad = int(np.count_nonzero(~np.isfinite(keypoints).all(axis=1)))
+        if bad:
+            raise StoreError(f"{self.path}: image {name!r} has {bad} of {len(keypoints)} "
+                             f"keypoints that are not finite (NaN or inf); they cannot be "
+                             f"matched. Extract that image's features again.")
+        return keypoints
 
     def num_keypoints(self, name: str) -> int:
         return int(self._get(name)["keypoints"].shape[0])
@@ -199,6 +209,9 @@ class GlobalStore(_ImageStore):
         return torch.stack(rows)
 
 
+KEYPOINTS_ATTRS = ("keypoints_digest0", "keypoints_digest1")  # attributes of a pair's group
+
+
 class MatchStore(Store):
     """matches.h5 in hloc's layout.
 
@@ -226,9 +239,12 @@ class MatchStore(Store):
         return self._find(*pair) is not None
 
     def write(self, name0: str, name1: str, matches: Matches, as_half: bool = False,
-              overwrite: bool = False) -> bool:
+              overwrite: bool = False, keypoints: tuple[str, str] | None = None) -> bool:
         """Store matches image0 -> image1; False (nothing written) if the pair is present in
-        either order. With overwrite=True an existing entry (in either order) is replaced."""
+        either order. With overwrite=True an existing entry (in either order) is replaced.
+
+        keypoints: digests (`identity.keypoints_digest`) of the keypoints of image0 and image1
+        that were matched, kept with the pair so that matches of other keypoints are noticed."""
         _check_name(name0)
         _check_name(name1)
         if not isinstance(matches, Matches):
@@ -247,7 +263,22 @@ class MatchStore(Store):
         data = {"matches0": m0.astype(np.int32),
                 "matching_scores0": _to_numpy(matches.scores0,
                                               np.float16 if as_half else np.float32)}
-        return self._write_item(names_to_pair(name0, name1), data, overwrite=True)
+        attrs = dict(zip(KEYPOINTS_ATTRS, keypoints)) if keypoints is not None else None
+        return self._write_item(names_to_pair(name0, name1), data, overwrite=True, attrs=attrs)
+
+    def keypoints_digests(self, name0: str, name1: str) -> tuple[str, str] | None:
+        """The keypoints digests of (name0, name1) stored with the pair (flipped when the file
+        holds it as (name1, name0)); None when the pair or its digests are absent (files made
+        by other tools or by older matchlab versions)."""
+        found = self._find(name0, name1)
+        if found is None:
+            return None
+        group, flipped = found
+        try:
+            digests = tuple(str(group.attrs[key]) for key in KEYPOINTS_ATTRS)
+        except (KeyError, OSError):
+            return None
+        return digests[::-1] if flipped else digests
 
     def read_pairs(self, name0: str, name1: str) -> tuple[np.ndarray, np.ndarray]:
         """(idx [M, 2] int64 with columns (index in name0, index in name1), scores [M] float32),
