@@ -106,6 +106,9 @@ class FeatureStore(_ImageStore):
             "scores": _to_numpy(features.scores, floats),
             "image_size": np.asarray(features.image_size, dtype=np.int64),
         }
+        if not np.isfinite(data["keypoints"]).all():
+            raise ShapeError(f"keypoints of {name!r} are not all finite (NaN or inf); "
+                             f"they would make every later stage wrong")
         if features.lafs is not None:
             from ..geometry.laf import scale_ori_from_lafs
 
