@@ -314,13 +314,13 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
             break
         log(f"map: only {rec.num_reg_images()} of {len(good)} images registered; "
             f"retrying with random_seed={seed}")
-        retry = reconstruct(output_dir / "database.db", image_dir, output_dir / "retry",
+        retry = reconstruct(output_dir / "database.db", image_dir, output_dir / ".retry.tmp",
                             mapper=config.mapper, options={**options, "random_seed": seed},
                             image_names=good, export=False)
         if retry.num_reg_images() > rec.num_reg_images():
             rec = retry
             export_model(rec, output_dir)
-        shutil.rmtree(output_dir / "retry", ignore_errors=True)
+        shutil.rmtree(output_dir / ".retry.tmp", ignore_errors=True)  # matchlab's own name
     dropped = drop_weak_images(rec)
     if dropped:
         export_model(rec, output_dir)
