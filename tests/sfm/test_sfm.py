@@ -464,12 +464,18 @@ def test_sacre_coeur_registers_all(datasets_root, tmp_path, record_property):
     assert summary["mean_reprojection_error"] < 2.0
 
 
-def test_reconstruct_never_deletes_files_it_did_not_write(tmp_path):
-    names = [f"{i}.png" for i in range(5)]
-    keypoints, matches, _, _ = synthetic_scene(tmp_path / "images", names, num_points=120)
-    db = tmp_path / "db.db"
-    create_database(db, tmp_path / "images", names, keypoints, matches)
+def verified_scene(root: Path, num_images: int, num_points: int) -> Path:
+    """A verified database of a synthetic scene under root (images in root/images)."""
+    names = [f"{i}.png" for i in range(num_images)]
+    keypoints, matches, _, _ = synthetic_scene(root / "images", names, num_points=num_points)
+    db = root / "db.db"
+    create_database(db, root / "images", names, keypoints, matches)
     verify(db, options=FAST_RANSAC)
+    return db
+
+
+def test_reconstruct_never_deletes_files_it_did_not_write(tmp_path):
+    db = verified_scene(tmp_path, 5, num_points=120)
     out = tmp_path / "out"
     (out / "models").mkdir(parents=True)
     notes = out / "models" / "my notes.txt"
@@ -514,11 +520,7 @@ def test_failed_mapping_leaves_no_colmap_logs_in_tmp(tmp_path):
     import subprocess
     import sys
 
-    names = [f"{i}.png" for i in range(3)]
-    keypoints, matches, _, _ = synthetic_scene(tmp_path / "images", names, num_points=40)
-    db = tmp_path / "db.db"
-    create_database(db, tmp_path / "images", names, keypoints, matches)
-    verify(db, options=FAST_RANSAC)
+    db = verified_scene(tmp_path, 3, num_points=40)
     script = tmp_path / "script.py"
     script.write_text(COLMAP_LOGS)
     repo = Path(__file__).resolve().parents[2]
