@@ -46,6 +46,10 @@ class OutputMismatchError(MatchlabError, ValueError):
     """An output file holds results of another model or other settings than this run's."""
 
 
+class OutputConflictError(MatchlabError, FileExistsError):
+    """An output path holds files matchlab did not write; they are never deleted or replaced."""
+
+
 class WeightsError(MatchlabError, RuntimeError):
     """A weight file could not be obtained or verified; the message lists every source tried."""
 

@@ -5,6 +5,14 @@ EXIF orientation applied, for JPEG / PNG / TIFF / BMP / WebP files of 8 or 16 bi
 RGB or RGBA (alpha is dropped). Any file that cannot be fully decoded raises `ImageError`,
 which names the file.
 
+Size limit: an image of more than `max_pixels` pixels (default `MAX_PIXELS` = 160 million,
+or the environment variable MATCHLAB_MAX_PIXELS) is refused with an `ImageError` before it
+is decoded, from the size its header states. Reading costs about 20 bytes per pixel (8-bit
+BGR, float32 RGB, grayscale, resizing), extracting more (SIFT took 8.2 GB on 900 MP), and
+OpenCV's own limit (2^30 = 1074 MP) fails only after the file is read. 160 MP admits the
+largest single-shot camera sensors (151 MP) and refuses stitched panoramas, gigapixel scans
+and forged headers. A limit above OpenCV's also needs OPENCV_IO_MAX_IMAGE_PIXELS raised.
+
 Pixel convention: (0, 0) is the centre of the top-left pixel. When an image of size (W, H)
 is resized to (w, h), a point x' in the resized image maps back to
 x = (x' + 0.5) * (W / w) - 0.5 in the original (`rescale_points`).
@@ -12,6 +20,7 @@ x = (x' + 0.5) * (W / w) - 0.5 in the original (`rescale_points`).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -21,8 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import ImageError
+from .errors import ConfigError, ImageError
 
+MAX_PIXELS = 160_000_000  # see the module docstring
+MAX_PIXELS_VARIABLE = "MATCHLAB_MAX_PIXELS"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm")
 ImageLike = Union[str, os.PathLike, np.ndarray, Tensor]
 
@@ -38,18 +49,107 @@ def _check_jpeg_complete(path: Path) -> None:
         with Image.open(path) as im:
             im.draft("L", (max(1, im.width // 8), max(1, im.height // 8)))
             im.load()
+    except Image.DecompressionBombError:
+        return  # over Pillow's own limit (179 MP) but allowed by ours: not checked
     except Exception as e:  # Pillow raises OSError / SyntaxError / ValueError variants
         raise ImageError(path, f"corrupt or truncated JPEG ({e})") from None
 
 
-def read_image(path: str | os.PathLike, grayscale: bool = False) -> Tensor:
-    """Read an image file as float32 [C, H, W] in [0, 1] (C = 1 if grayscale else 3, RGB)."""
+def _png_size(f) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk (the first chunk, at byte 8)."""
+    head = f.read(24)
+    if head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+_JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(f) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame segment, skipping the segments before it."""
+    f.seek(2)
+    while True:
+        marker = f.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        if marker[1] == 0xFF:  # fill byte
+            f.seek(-1, 1)
+            continue
+        if marker[1] in (0x01, *range(0xD0, 0xD8)):  # no length field
+            continue
+        length = int.from_bytes(f.read(2), "big")  # of the segment, these 2 bytes included
+        if marker[1] in _JPEG_FRAMES:  # precision (1 byte), height, width (2 bytes each)
+            frame = f.read(5)
+            return None if len(frame) < 5 else (int.from_bytes(frame[3:5], "big"),
+                                                int.from_bytes(frame[1:3], "big"))
+        if length < 2:
+            return None
+        f.seek(length - 2, 1)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) an image file's header states, without decoding it; None when the
+    header cannot be read (the decoder then reports the file)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        f.seek(0)
+        if head == b"\x89PNG\r\n\x1a\n":
+            return _png_size(f)
+        if head[:2] == b"\xff\xd8":
+            return _jpeg_size(f)
+    from PIL import Image
+
+    try:  # other formats: Pillow reads the header only
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                return im.size
+    except Image.DecompressionBombError as e:  # states the size in pixels
+        raise ImageError(path, f"too large ({e})") from None
+    except Exception:
+        return None
+
+
+def pixel_limit() -> int:
+    """The pixel limit: MATCHLAB_MAX_PIXELS when set, else `MAX_PIXELS`."""
+    value = os.environ.get(MAX_PIXELS_VARIABLE)
+    if value is None:
+        return MAX_PIXELS
+    try:
+        limit = int(value.replace("_", ""))
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise ConfigError(f"{MAX_PIXELS_VARIABLE} must be a positive number of pixels, "
+                          f"got {value!r}")
+    return limit
+
+
+def check_pixel_count(path: str | os.PathLike, limit: int | None = None) -> None:
+    """ImageError naming the file and its size when its header states more than `limit`
+    pixels (default `pixel_limit()`)."""
+    limit = pixel_limit() if limit is None else limit
+    size = image_size(path)
+    if size is not None and size[0] * size[1] > limit:
+        w, h = size
+        raise ImageError(path, f"{w} x {h} = {w * h / 1e6:.0f} million pixels, over the limit of "
+                               f"{limit / 1e6:g} million (raise it with {MAX_PIXELS_VARIABLE} "
+                               f"if there is memory for it: about 20 bytes per pixel)")
+
+
+def read_image(path: str | os.PathLike, grayscale: bool = False,
+               max_pixels: int | None = None) -> Tensor:
+    """Read an image file as float32 [C, H, W] in [0, 1] (C = 1 if grayscale else 3, RGB).
+
+    max_pixels: refuse larger images before decoding (default: see the module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(path, "no such file")
     size = path.stat().st_size
     if size == 0:
         raise ImageError(path, "the file is empty (0 bytes)")
+    check_pixel_count(path, max_pixels)
     with open(path, "rb") as f:
         head = f.read(3)
     if head[:2] == b"\xff\xd8":

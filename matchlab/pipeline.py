@@ -22,6 +22,7 @@ from .errors import OutputMismatchError
 from .images import ImageError, list_images
 from .registry import ConfigError
 from .store import FeatureStore, MatchStore
+from .store.identity import check_same_features
 from .types import Features
 
 if TYPE_CHECKING:
@@ -162,6 +163,7 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
             raise KeyError(f"{len(missing)} image(s) named in the pairs have no features in "
                            f"{features_path}: {', '.join(map(repr, missing[:10]))}"
                            + (" ..." if len(missing) > 10 else ""))
+        digests = check_same_features(features, store, pairs)  # matches of other keypoints
         todo = [p for p in pairs if p not in store]
         report.already = len(pairs) - len(todo)
         cache = _FeatureCache(features, device=device)
@@ -180,7 +182,8 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                     (gravity.get(a), gravity.get(b)) for a, b in chunk] if gravity else None)
                 for (name0, name1), result in zip(chunk, results):
                     # each pair is durable once written
-                    store.write(name0, name1, result.to("cpu"), as_half=as_half)
+                    store.write(name0, name1, result.to("cpu"), as_half=as_half,
+                                keypoints=(digests[name0], digests[name1]))
                     report.matches += len(result)
                 report.done += len(chunk)
                 bar.update(len(chunk))
@@ -313,13 +316,13 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
             break
         log(f"map: only {rec.num_reg_images()} of {len(good)} images registered; "
             f"retrying with random_seed={seed}")
-        retry = reconstruct(output_dir / "database.db", image_dir, output_dir / "retry",
+        retry = reconstruct(output_dir / "database.db", image_dir, output_dir / ".retry.tmp",
                             mapper=config.mapper, options={**options, "random_seed": seed},
                             image_names=good, export=False)
         if retry.num_reg_images() > rec.num_reg_images():
             rec = retry
             export_model(rec, output_dir)
-        shutil.rmtree(output_dir / "retry", ignore_errors=True)
+        shutil.rmtree(output_dir / ".retry.tmp", ignore_errors=True)  # matchlab's own name
     dropped = drop_weak_images(rec)
     if dropped:
         export_model(rec, output_dir)

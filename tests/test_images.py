@@ -116,3 +116,81 @@ def test_list_images_nested(tmp_path, graf):
     assert list_images(tmp_path) == ["a/b/z.tif", "a/y.JPG", "x.png"]
     with pytest.raises(FileNotFoundError):
         list_images(tmp_path / "nope")
+
+
+# ----------------------------------------------------------------------------- pixel limit
+
+def png_of_zeros(path, width: int, height: int, rows: int | None = None) -> None:
+    """A real 8-bit gray PNG of `width` x `height` zeros; with `rows`, only that many rows of
+    pixel data follow the header (a header claiming more than the file holds)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    # zlib stream of n zeros (each row: filter byte 0, then the pixels), built from one
+    # compressed block repeated (a full flush makes each block independent of the others)
+    n = (width + 1) * (height if rows is None else rows)
+    block = 1 << 22
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    piece = packer.compress(bytes(block)) + packer.flush(zlib.Z_FULL_FLUSH)
+    tail = packer.compress(bytes(n % block)) + packer.flush()
+    adler = (n % 65521) << 16 | 1  # Adler-32 of n zero bytes
+    data = b"\x78\xda" + piece * (n // block) + tail + struct.pack(">I", adler)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def test_header_sizes_of_real_files(tmp_path, datasets_root, graf):
+    from matchlab.images import image_size
+
+    for path in (graf, datasets_root / "lightglue_assets" / "DSC_0410.JPG"):
+        with Image.open(path) as im:
+            assert image_size(path) == im.size
+    png_of_zeros(tmp_path / "small.png", 37, 21)
+    assert image_size(tmp_path / "small.png") == (37, 21)
+    assert read_image(tmp_path / "small.png").shape == (3, 21, 37)
+    (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00")  # cut inside a segment
+    assert image_size(tmp_path / "junk.jpg") is None
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, graf, monkeypatch):
+    forged = tmp_path / "forged.png"  # 100000 x 100000 claimed, one row of data
+    png_of_zeros(forged, 100_000, 100_000, rows=1)
+    big = tmp_path / "big.png"  # a real 30000 x 30000 PNG: under 1 MB, 900 MP
+    png_of_zeros(big, 30_000, 30_000)
+    assert big.stat().st_size < 1_000_000
+    for path, size in ((forged, "100000 x 100000"), (big, "30000 x 30000")):
+        with pytest.raises(ImageError) as info:
+            read_image(path)
+        assert str(path) in str(info.value) and size in str(info.value)
+        assert "limit of 160 million" in str(info.value)
+    # configurable: per call, or for a whole run with the environment variable
+    with pytest.raises(ImageError, match="800 x 640"):
+        read_image(graf, max_pixels=500_000)
+    assert read_image(graf, max_pixels=800 * 640).shape == (3, 640, 800)
+    monkeypatch.setenv("MATCHLAB_MAX_PIXELS", "500000")
+    with pytest.raises(ImageError, match="limit of 0.5 million"):
+        read_image(graf)
+
+
+def test_a_run_skips_images_over_the_limit_and_goes_on(tmp_path, graf):
+    from matchlab.pipeline import extract_features
+    from matchlab.registry import load_extractor
+    from matchlab.store import FeatureStore
+
+    images = tmp_path / "images"
+    images.mkdir()
+    png_of_zeros(images / "a_forged.png", 100_000, 100_000, rows=1)
+    png_of_zeros(images / "b_big.png", 30_000, 30_000)
+    (images / "c_graf.png").write_bytes(graf.read_bytes())
+    names = list_images(images)
+    report = extract_features(images, names, tmp_path / "features.h5",
+                              load_extractor("sift", max_keypoints=256), progress=False)
+    assert report.done == 1 and sorted(report.failed) == ["a_forged.png", "b_big.png"]
+    assert "100000 x 100000" in report.failed["a_forged.png"]
+    with FeatureStore(tmp_path / "features.h5", "r") as store:
+        assert store.names() == ["c_graf.png"]

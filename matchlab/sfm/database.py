@@ -25,6 +25,7 @@ import numpy as np
 
 from ..retrieval.pairs import dedupe_pairs, read_pairs_file
 from ..errors import DatabaseError
+from .colmap import pycolmap_module as _pycolmap
 from .options import apply_options
 
 logger = logging.getLogger(__name__)
@@ -40,12 +41,6 @@ CAMERA_MODES = ("auto", "single", "per_folder", "per_image")
 DEFAULT_VERIFICATION_OPTIONS: dict[str, Any] = {
     "ransac": {"max_num_trials": 20000, "min_inlier_ratio": 0.1, "random_seed": 0},
 }
-
-
-def _pycolmap():
-    import pycolmap  # imported lazily: `import matchlab` stays light
-
-    return pycolmap
 
 
 def read_image_ids(db_path: str | os.PathLike) -> dict[str, int]:

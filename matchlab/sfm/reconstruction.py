@@ -8,12 +8,14 @@ Output layout of `reconstruct(db, image_dir, out_dir)`:
                                rigs/frames .bin) - what COLMAP, hloc and pycolmap read
     out_dir/sparse_text/       the same model as COLMAP text files
     out_dir/points3D.ply       its 3D points with colours
+
+Each is replaced on every run; a file there that matchlab did not write stops the run
+instead (`outputs`).
 """
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -22,7 +24,9 @@ import numpy as np
 
 from ..geometry.similarity import umeyama
 from ..errors import ReconstructionError
+from .colmap import pycolmap_module as _pycolmap
 from .options import apply_options
+from .outputs import check_replaceable, replace_output
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +34,7 @@ __all__ = ["ReconstructionError", "MAPPERS", "reconstruct", "export_model", "rea
            "model_summary", "camera_centres", "align_and_compare"]
 
 MAPPERS = ("incremental", "global")
-
-
-def _pycolmap():
-    import pycolmap
-
-    return pycolmap
+EXPORTS = ("sparse", "sparse_text", "points3D.ply")  # what `export_model` writes
 
 
 def _pipeline_options(mapper: str, options: Mapping[str, Any] | Any):
@@ -60,7 +59,7 @@ def reconstruct(db_path: str | os.PathLike, image_dir: str | os.PathLike,
 
     db_path:     a database with verified two-view geometries (`verify`).
     image_dir:   the images (read for point colours).
-    out_dir:     outputs, see the module docstring. out_dir/models is emptied first.
+    out_dir:     outputs, see the module docstring. out_dir/models is replaced.
     mapper:      "incremental" (pycolmap.incremental_mapping) or "global"
                  (pycolmap.global_mapping).
     options:     IncrementalPipelineOptions / GlobalPipelineOptions fields as a dict with
@@ -88,17 +87,17 @@ def reconstruct(db_path: str | os.PathLike, image_dir: str | os.PathLike,
     if num_verified == 0:
         raise ReconstructionError(f"{db_path} has no verified image pairs with inliers; "
                                   "run verify() first")
-    models_dir = out_dir / "models"
-    if models_dir.exists():
-        shutil.rmtree(models_dir)
-    models_dir.mkdir(parents=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("models",) + (EXPORTS if export else ()):  # before the mapping's minutes
+        check_replaceable(out_dir, name)
+    run = pycolmap.incremental_mapping if mapper == "incremental" else pycolmap.global_mapping
+
+    def map_into(models_dir: Path):
+        models_dir.mkdir()
+        return run(str(db_path), str(image_dir), str(models_dir), options=opts)
+
     start = time.perf_counter()
-    if mapper == "incremental":
-        recs = pycolmap.incremental_mapping(str(db_path), str(image_dir), str(models_dir),
-                                            options=opts)
-    else:
-        recs = pycolmap.global_mapping(str(db_path), str(image_dir), str(models_dir),
-                                       options=opts)
+    recs = replace_output(out_dir, "models", map_into)
     elapsed = time.perf_counter() - start
     if not recs:
         raise ReconstructionError(
@@ -113,39 +112,30 @@ def reconstruct(db_path: str | os.PathLike, image_dir: str | os.PathLike,
     return best
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-
-
 def export_model(rec, out_dir: str | os.PathLike, text: bool = True,
                  ply: bool = True) -> dict[str, Path]:
     """Write `rec` as out_dir/sparse (binary), out_dir/sparse_text and out_dir/points3D.ply.
 
-    Each output is written to a temporary name, then renamed over the old one.
+    Each output is written to a temporary name, then replaces the old one
+    (`outputs.replace_output`: files matchlab did not write are never deleted).
     Returns {"sparse": ..., "sparse_text": ..., "ply": ...} (the ones written).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    targets = [("sparse", rec.write_binary)] + ([("sparse_text", rec.write_text)] if text else [])
-    for key, write in targets:
-        final = out_dir / key
-        tmp = out_dir / f".{key}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        write(str(tmp))
-        _replace_dir(tmp, final)
-        paths[key] = final
+
+    def folder(write):
+        return lambda tmp: (tmp.mkdir(), write(str(tmp)))
+
+    targets = {"sparse": ("sparse", folder(rec.write_binary))}
+    if text:
+        targets["sparse_text"] = ("sparse_text", folder(rec.write_text))
     if ply:
-        final = out_dir / "points3D.ply"
-        tmp = out_dir / ".points3D.ply.tmp"
-        rec.export_PLY(str(tmp))
-        os.replace(tmp, final)
-        paths["ply"] = final
-    return paths
+        targets["ply"] = ("points3D.ply", lambda tmp: rec.export_PLY(str(tmp)))
+    for name, _ in targets.values():
+        check_replaceable(out_dir, name)
+    for name, write in targets.values():
+        replace_output(out_dir, name, write)
+    return {key: out_dir / name for key, (name, _) in targets.items()}
 
 
 def read_model(path: str | os.PathLike):

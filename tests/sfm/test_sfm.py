@@ -20,10 +20,12 @@ import pytest
 import pycolmap  # noqa: E402
 
 from matchlab.datasets.readers import strecha_cameras  # noqa: E402
+from matchlab.errors import OutputConflictError  # noqa: E402
 from matchlab.retrieval.pairs import exhaustive_pairs, write_pairs_file  # noqa: E402
 from matchlab.sfm import (DatabaseError, OptionsError, ReconstructionError,  # noqa: E402
                           align_and_compare, apply_options, camera_centres, create_database,
-                          model_summary, read_image_ids, read_model, reconstruct, verify)
+                          export_model, model_summary, read_image_ids, read_model,
+                          reconstruct, verify)
 
 # COLMAP's defaults rather than hloc's 20000 trials: SIFT + ratio test leaves few outliers,
 # and this keeps the real-image tests fast.
@@ -460,3 +462,79 @@ def test_sacre_coeur_registers_all(datasets_root, tmp_path, record_property):
     record_property("sacre_coeur", numbers)
     assert summary["unregistered"] == [] and summary["num_reg_images"] == 10
     assert summary["mean_reprojection_error"] < 2.0
+
+
+def verified_scene(root: Path, num_images: int, num_points: int) -> Path:
+    """A verified database of a synthetic scene under root (images in root/images)."""
+    names = [f"{i}.png" for i in range(num_images)]
+    keypoints, matches, _, _ = synthetic_scene(root / "images", names, num_points=num_points)
+    db = root / "db.db"
+    create_database(db, root / "images", names, keypoints, matches)
+    verify(db, options=FAST_RANSAC)
+    return db
+
+
+def test_reconstruct_never_deletes_files_it_did_not_write(tmp_path):
+    db = verified_scene(tmp_path, 5, num_points=120)
+    out = tmp_path / "out"
+    (out / "models").mkdir(parents=True)
+    notes = out / "models" / "my notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(OutputConflictError, match=r"models holds 1 file\(s\) matchlab did not "
+                                                  r"write \(models/my notes.txt\)"):
+        reconstruct(db, tmp_path / "images", out, options=MAP_OPTIONS)
+    assert notes.read_text() == "mine" and not (out / "sparse").exists()
+    notes.rename(out / "my notes.txt")  # moved away: the run goes ahead
+    rec = reconstruct(db, tmp_path / "images", out, options=MAP_OPTIONS)
+    assert rec.num_reg_images() == 5
+    first = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    # a second run replaces what the first wrote (nothing else), and nothing is left over
+    rec = reconstruct(db, tmp_path / "images", out, options=MAP_OPTIONS)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == first
+    assert "my notes.txt" in first and "sparse/cameras.bin" in first
+    (out / "sparse_text" / "keep.txt").write_text("mine too")
+    with pytest.raises(OutputConflictError, match="sparse_text/keep.txt"):
+        export_model(rec, out)
+    assert (out / "sparse_text" / "keep.txt").is_file() and (out / "sparse_text").is_dir()
+    assert (out / "sparse" / "cameras.bin").is_file()  # refused before anything was replaced
+
+
+COLMAP_LOGS = r"""
+import sys
+import pycolmap
+if sys.argv[1] == "plain":  # what COLMAP does left alone: log files in the temporary folder
+    pycolmap.logging.warning("a message")
+else:
+    from matchlab.sfm import ReconstructionError, reconstruct
+    try:  # a mapper failure: no initial pair has that many inliers
+        reconstruct(sys.argv[2], sys.argv[3], sys.argv[4],
+                    options={"init_min_num_inliers": 100000, "num_threads": 1})
+    except ReconstructionError as e:
+        print("failed:", e)
+"""
+
+
+@pytest.mark.slow  # two subprocesses importing pycolmap and matchlab
+def test_failed_mapping_leaves_no_colmap_logs_in_tmp(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    db = verified_scene(tmp_path, 3, num_points=40)
+    script = tmp_path / "script.py"
+    script.write_text(COLMAP_LOGS)
+    repo = Path(__file__).resolve().parents[2]
+    for mode in ("plain", "matchlab"):
+        temp = tmp_path / f"tmp_{mode}"
+        temp.mkdir()
+        env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": str(repo)}
+        run = subprocess.run([sys.executable, str(script), mode, str(db),
+                              str(tmp_path / "images"), str(tmp_path / "out")],
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        logs = sorted(p.name for p in temp.iterdir())
+        if mode == "plain":
+            assert logs and all(".log." in name for name in logs)  # the test can see them
+        else:
+            assert "failed: the incremental mapper produced no model" in run.stdout
+            assert logs == [] and run.stderr  # the messages went to stderr only

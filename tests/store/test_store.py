@@ -18,6 +18,7 @@ import torch
 from matchlab.geometry.laf import lafs_from_scale_ori
 from matchlab.store import (FeatureStore, GlobalStore, MatchStore, MissingItemError,
                             StoreError, names_to_pair, names_to_pair_old, salvage)
+from matchlab.errors import ShapeError
 from matchlab.types import Features, Matches
 
 REPO = Path(__file__).resolve().parents[2]
@@ -412,3 +413,75 @@ def test_live_writer_is_not_mistaken_for_a_dead_one(tmp_path):
         holder.wait()
     with pytest.warns(UserWarning, match="killed"):  # now the flag is stale: cleared, opens
         FeatureStore(path).close()
+
+
+# ----------------------------------------------------------------------------- not damaged, blocked
+
+def test_non_finite_keypoints_are_refused_naming_the_image(tmp_path):
+    path = tmp_path / "features.h5"
+    feats = make_features()
+    bad = Features(feats.keypoints.clone(), feats.descriptors, feats.scores, feats.image_size)
+    bad.keypoints[3, 0] = float("nan")
+    with FeatureStore(path) as store:
+        with pytest.raises(ShapeError, match="'a.jpg'.*not all finite"):
+            store.write("a.jpg", bad)
+        store.write("a.jpg", feats)
+        store.write("b.jpg", feats)
+    with h5py.File(path, "a") as f:  # written by another tool
+        f["b.jpg/keypoints"][5] = [np.inf, 1.0]
+    with FeatureStore(path, "r") as store:
+        assert_same(store.read("a.jpg"), feats)
+        for read in (store.read, store.read_keypoints):
+            with pytest.raises(StoreError, match=r"'b.jpg' has 1 of 50 keypoints that are not "
+                                                 r"finite"):
+                read("b.jpg")
+
+
+def test_file_locked_by_another_writer_is_not_called_damaged(tmp_path):
+    import fcntl
+
+    path = tmp_path / "features.h5"
+    fill(path, 2)
+    with open(path, "rb") as held:  # what a live writer's HDF5 holds
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(StoreError) as info:
+            FeatureStore(path)
+    message = str(info.value)
+    assert "another process" in message and "not damaged" in message
+    assert "salvage" not in message and "delete" not in message.lower()
+    with FeatureStore(path, "r") as store:
+        assert len(store.names()) == 2
+
+
+def test_output_below_a_file_is_not_called_damaged(tmp_path):
+    (tmp_path / "out").write_text("a file where a folder should be")
+    with pytest.raises(StoreError, match=r"out is a file, not a folder"):
+        MatchStore(tmp_path / "out" / "matches.h5")
+    with pytest.raises(StoreError, match=r"is a folder, not an HDF5 file"):
+        FeatureStore(tmp_path)
+
+
+@pytest.mark.parametrize("blocked", ["file", "folder"])
+def test_read_only_file_or_folder_is_not_called_damaged(tmp_path, blocked):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    path = folder / ("features.h5" if blocked == "file" else "new.h5")
+    if blocked == "file":
+        fill(path, 2)
+    target = path if blocked == "file" else folder
+    mode = target.stat().st_mode
+    target.chmod(0o555 if blocked == "folder" else 0o444)
+    try:
+        if os.access(target, os.W_OK):
+            pytest.skip("running as root (or without permission checks): chmod does not "
+                        "block writing here")
+        with pytest.raises(StoreError) as info:
+            FeatureStore(path)
+        message = str(info.value)
+        assert str(path) in message and "permission denied" in message
+        assert "not damaged" in message and "salvage" not in message
+        if blocked == "file":  # reading still works
+            with FeatureStore(path, "r") as store:
+                assert len(store.names()) == 2
+    finally:
+        target.chmod(mode)
