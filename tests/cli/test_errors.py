@@ -62,6 +62,7 @@ def folders(tmp_path_factory, datasets_root):
     return root
 
 
+@pytest.mark.slow  # a subprocess that loads torch: about 10 s on a busy machine
 def test_extract_fails_when_every_image_fails(folders):
     out = folders / "broken.h5"
     proc = matchlab("extract", folders / "broken", out, *SIFT)
@@ -106,6 +107,7 @@ def descriptors(folders):
     return path
 
 
+@pytest.mark.slow  # a subprocess that loads torch: about 10 s on a busy machine
 def test_pairs_output_that_is_a_folder(descriptors, tmp_path):
     (tmp_path / "pairs.txt").mkdir()
     one_line_error(matchlab("pairs", tmp_path / "pairs.txt", "--descriptors", descriptors,
@@ -128,6 +130,7 @@ def test_pairs_output_without_permission(descriptors, tmp_path):
     assert list(locked.iterdir()) == []
 
 
+@pytest.mark.slow  # a subprocess that loads torch: about 10 s on a busy machine
 @pytest.mark.parametrize("kind", ["garbage", "npz"])
 def test_checkpoint_that_is_not_one(folders, tmp_path, kind):
     weights = tmp_path / f"superpoint.{'pth' if kind == 'garbage' else 'npz'}"
@@ -141,6 +144,7 @@ def test_checkpoint_that_is_not_one(folders, tmp_path, kind):
     assert not (tmp_path / "f.h5").exists()
 
 
+@pytest.mark.slow  # a subprocess that loads torch: about 10 s on a busy machine
 def test_foreign_npz_as_vlad_vocabulary(folders, tmp_path, capsys):
     features = tmp_path / "features.h5"
     assert main(["extract", str(folders / "good"), str(features), *SIFT]) == 0
