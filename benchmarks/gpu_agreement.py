@@ -17,7 +17,7 @@ import time
 import torch
 
 from matchlab import Features, load_extractor, load_matcher
-from matchlab.cli import _parse_conf
+from matchlab.cli.common import parse_conf
 
 
 def make(path: str, features: str, images: list[str], max_keypoints: int) -> None:
@@ -60,7 +60,7 @@ def main() -> None:
     feats = {n: Features(d["keypoints"], d["descriptors"], d["scores"], tuple(d["image_size"].tolist()))
              for n, d in data.items()}
     pairs = list(itertools.combinations(sorted(feats), 2))[:args.pairs]
-    conf = _parse_conf(args.conf, "--conf")
+    conf = parse_conf(args.conf, "--conf")
     cpu = load_matcher(args.matcher, **conf)
     gpu = torch.device(args.device)
     name = torch.cuda.get_device_name(gpu) if gpu.type == "cuda" else "cpu"

@@ -1,6 +1,6 @@
 """`python -m matchlab ...` is the `matchlab` command."""
 import sys
 
-from .cli import main
+from .cli.app import main
 
 sys.exit(main())

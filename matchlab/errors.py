@@ -59,7 +59,8 @@ class DatasetError(MatchlabError, RuntimeError):
 
 
 class PairsFileError(MatchlabError, ValueError):
-    """A pairs file (or pairs spec) is malformed; the message names the file and line."""
+    """A pairs file (or pairs spec) is malformed, or cannot be written; the message names the
+    file and the line or the reason."""
 
 
 class DatabaseError(MatchlabError, ValueError):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from tqdm import tqdm
 
 from .io.gravity import read_gravity
-from .errors import OutputMismatchError
+from .errors import OutputMismatchError, ReconstructionError
 from .images import ImageError, list_images
 from .registry import ConfigError
 from .store import FeatureStore, MatchStore
@@ -130,9 +130,9 @@ class _FeatureCache:
 
 
 def check_gravity(matcher: Matcher, gravity: dict | None) -> None:
-    """ValueError when per-image gravity is given to a matcher without a gravity prior."""
+    """ConfigError when per-image gravity is given to a matcher without a gravity prior."""
     if gravity and not matcher.capabilities.uses_gravity:
-        raise ValueError(f"gravity directions apply to matchers with a gravity prior "
+        raise ConfigError(f"gravity directions apply to matchers with a gravity prior "
                          f"(affineglue), not to {type(matcher).__name__}")
 
 
@@ -285,7 +285,7 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     skipped.update(reports[-1].failed)
     good = [n for n in names if n not in skipped]
     if len(good) < 2:
-        raise RuntimeError(f"fewer than two readable images in {image_dir}; skipped: {skipped}")
+        raise ReconstructionError(f"fewer than two readable images in {image_dir}; skipped: {skipped}")
 
     pairs = select_pairs(config.pairs, good, image_dir=image_dir, output_dir=output_dir,
                          global_descriptor=config.global_descriptor, progress=progress)

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from .errors import WeightsError
 from .cache import cache_folder, mirror_folders, sha256_of  # noqa: F401 (sha256_of re-exported)
 
@@ -214,8 +212,23 @@ def weights_path(name: str | os.PathLike, cache: Path | None = None) -> Path:
 
 
 def load_checkpoint(name: str | os.PathLike) -> dict:
-    """The checkpoint dict of a weight file, loaded safely on the CPU."""
-    return torch.load(weights_path(name), map_location="cpu", weights_only=True)
+    """The checkpoint dict of a weight file, loaded safely on the CPU (tensors only).
+
+    A file torch cannot read as a checkpoint (not a torch file, truncated, a foreign archive
+    such as a .npz, or one holding pickled code) is a WeightsError naming it and the reason."""
+    import torch
+
+    path = weights_path(name)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch reports a bad file with many exception types
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"cannot load checkpoint {path}: not a readable torch checkpoint "
+                           f"({reason})") from e
+    if not isinstance(checkpoint, dict):
+        raise WeightsError(f"cannot load checkpoint {path}: it holds a "
+                           f"{type(checkpoint).__name__}, not a dict of tensors")
+    return checkpoint
 
 
 def verify_cached(cache: Path | None = None) -> dict[str, str]:

@@ -95,5 +95,25 @@ class Payload:
 def test_user_checkpoint_with_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"weight": torch.zeros(2), "payload": Payload()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(W.WeightsError, match=f"cannot load checkpoint {path}") as info:
+        W.load_checkpoint(path)
+    assert isinstance(info.value.__cause__, pickle.UnpicklingError)
+
+
+@pytest.mark.parametrize("content", ["garbage", "npz", "tensor", "truncated"])
+def test_unloadable_checkpoint_is_a_weights_error_naming_the_file(tmp_path, content):
+    import numpy as np
+
+    path = tmp_path / f"{content}.pth"
+    if content == "garbage":
+        path.write_bytes(b"not a checkpoint at all\n" * 10)
+    elif content == "npz":  # a foreign zip archive: numpy's, not torch's
+        with open(path, "wb") as f:
+            np.savez(f, centroids=np.zeros((4, 8), np.float32))
+    elif content == "tensor":  # loadable, but not a dict of tensors
+        torch.save(torch.zeros(3), path)
+    else:
+        torch.save({"weight": torch.zeros(1000)}, path)
+        path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(W.WeightsError, match=f"cannot load checkpoint {path}"):
         W.load_checkpoint(path)

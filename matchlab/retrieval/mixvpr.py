@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from ..images import ImageLike, resize_image, to_tensor
 from ..registry import ConfigError, Configurable
-from ..weights import WeightsError
+from ..weights import WeightsError, load_checkpoint
 
 __all__ = ["MixVPR", "MixVPRWeightsError", "VARIANTS", "CHECKPOINT_NAMES",
            "find_mixvpr_checkpoint", "WEIGHTS_ENV"]
@@ -188,7 +188,7 @@ def _state_dict(checkpoint: Any, path: Path) -> dict[str, Tensor]:
         checkpoint = checkpoint["state_dict"]  # a Lightning checkpoint
     if not isinstance(checkpoint, dict) or not all(isinstance(v, Tensor)
                                                    for v in checkpoint.values()):
-        raise ValueError(f"{path} is not a MixVPR checkpoint (expected a dict of tensors)")
+        raise WeightsError(f"{path} is not a MixVPR checkpoint (expected a dict of tensors)")
     state = {}
     for key, value in checkpoint.items():
         if key.startswith("module."):  # saved from a DataParallel wrapper
@@ -203,7 +203,7 @@ def checkpoint_dim(state: dict[str, Tensor], path: Path | str = "checkpoint") ->
         out_channels = state["aggregator.channel_proj.weight"].shape[0]
         out_rows = state["aggregator.row_proj.weight"].shape[0]
     except KeyError:
-        raise ValueError(f"{path} has no aggregator.channel_proj / aggregator.row_proj "
+        raise WeightsError(f"{path} has no aggregator.channel_proj / aggregator.row_proj "
                          f"weights: not a MixVPR checkpoint") from None
     return int(out_channels * out_rows)
 
@@ -264,7 +264,7 @@ class MixVPR(Configurable):
                     f"(looked for {CHECKPOINT_NAMES[dim or 4096]!r})")
                 raise MixVPRWeightsError(f"MixVPR checkpoint not found: {where}. "
                                          + DOWNLOAD_HINT)
-            state = _state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+            state = _state_dict(load_checkpoint(path), path)
             found = checkpoint_dim(state, path)
             if dim is not None and found != dim:
                 raise ConfigError(f"MixVPR: {path} is the {found}-d model, dim={dim} was asked")
@@ -295,7 +295,7 @@ class MixVPR(Configurable):
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
-            raise ValueError(
+            raise WeightsError(
                 f"{path} does not fit MixVPR-{self.dim}: "
                 + (f"missing {len(missing)} key(s) (e.g. {missing[:3]})" if missing else "")
                 + ("; " if missing and unexpected else "")
@@ -304,7 +304,7 @@ class MixVPR(Configurable):
                    if unexpected else ""))
         bad = [k for k, v in state.items() if v.shape != own[k].shape]
         if bad:
-            raise ValueError(f"{path}: shape mismatch for {bad[:3]}")
+            raise WeightsError(f"{path}: shape mismatch for {bad[:3]}")
         self.load_state_dict(state, strict=True)
 
     # ------------------------------------------------------------------ inference

@@ -33,7 +33,8 @@ from ..errors import PairsFileError
 Pair = tuple[str, str]
 
 __all__ = ["Pair", "PairsFileError", "exhaustive_pairs", "sequential_pairs", "dedupe_pairs",
-           "read_pairs_file", "write_pairs_file", "parse_pairs_spec"]
+           "read_pairs_file", "write_pairs_file", "parse_pairs_spec", "spec_part_pairs",
+           "SPEC_FORMS"]
 
 
 def _check_names(names: Sequence[str]) -> list[str]:
@@ -161,38 +162,70 @@ def read_pairs_file(path: str | os.PathLike, with_lines: bool = False) -> list:
 
 
 def write_pairs_file(path: str | os.PathLike, pairs: Iterable[Sequence[str]]) -> Path:
-    """Write pairs (format in the module docstring) atomically (temp file + rename)."""
+    """Write pairs (format in the module docstring) atomically (temp file + rename).
+
+    A path that cannot be written (permission, a folder of that name) is a `PairsFileError`
+    naming it and the reason."""
     path = Path(path)
     lines = [format_pairs_line(*_as_pair(p)) for p in pairs]
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write("".join(line + "\n" for line in lines))
+        os.replace(tmp, path)
+    except OSError as e:  # no permission, a folder of that name, a full disk
+        if tmp.is_file():
+            tmp.unlink()
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(path) else ""
+        raise PairsFileError(f"cannot write pairs file {path}: {e.strerror or e}{where}") from None
     return path
 
 
-def parse_pairs_spec(spec: str, names: Sequence[str]) -> list[Pair]:
-    """A pairs spec string -> de-duplicated pairs over `names`.
+SpecPart = tuple[str, "int | str | None"]
+SPEC_FORMS = "exhaustive | sequential:N | retrieval:K | sequential:N+retrieval:K | file:PATH"
 
-    ``"exhaustive"``, ``"sequential:N"`` (each image with its next N in list order) or
-    ``"file:PATH"`` (PATH may itself contain colons). Pairs read from a file must only use
-    names from `names`; unknown names raise `PairsFileError`.
+
+def parse_pairs_spec(spec: str) -> list[SpecPart]:
+    """The pairs-spec grammar, parsed here for every caller (`matchlab sfm --pairs`,
+    `matchlab pairs --pairs`, `select_pairs`).
+
+    'exhaustive' -> [('exhaustive', None)]; 'sequential:5+retrieval:10' -> [('sequential', 5),
+    ('retrieval', 10)] (parts joined by '+' are unioned); 'file:PATH' -> [('file', 'PATH')]
+    (alone; PATH may contain ':' and '+'). N, K >= 1. Anything else is a `PairsFileError`.
     """
+    text = spec.strip()
+    if text.lower().startswith("file:") and text[5:]:
+        return [("file", text[5:])]
+    parts: list[SpecPart] = []
+    for part in text.split("+"):
+        kind, sep, arg = part.strip().partition(":")
+        kind = kind.strip().lower()
+        if kind == "exhaustive" and not sep:
+            parts.append(("exhaustive", None))
+            continue
+        if kind in ("sequential", "retrieval"):
+            try:
+                value = int(arg)
+            except ValueError:
+                value = 0
+            if value >= 1:
+                parts.append((kind, value))
+                continue
+        raise PairsFileError(f"bad pairs spec {spec!r}: expected {SPEC_FORMS} (N, K >= 1)")
+    return parts
+
+
+def spec_part_pairs(kind: str, arg: "int | str | None", names: Sequence[str]) -> list[Pair]:
+    """The pairs of one part of a parsed spec that needs no global descriptors (exhaustive,
+    sequential:N, file:PATH) over `names`. A pairs file must only name images of `names`
+    (else `PairsFileError`); retrieval parts are `retrieval.select`'s job."""
     names = _check_names(names)
-    kind, sep, arg = spec.partition(":")
-    kind = kind.strip().lower()
-    if kind == "exhaustive" and not sep:
+    if kind == "exhaustive":
         return exhaustive_pairs(names)
     if kind == "sequential":
-        try:
-            window = int(arg)
-        except ValueError:
-            window = 0
-        if window < 1:
-            raise PairsFileError(f"bad pairs spec {spec!r}: expected sequential:N with N >= 1")
-        return sequential_pairs(names, window)
-    if kind == "file" and arg:
+        return sequential_pairs(names, int(arg))
+    if kind == "file":
         pairs = dedupe_pairs(read_pairs_file(arg))
         known = set(names)
         unknown = sorted({n for p in pairs for n in p if n not in known})
@@ -202,5 +235,5 @@ def parse_pairs_spec(spec: str, names: Sequence[str]) -> list[Pair]:
             raise PairsFileError(f"pairs file {arg} names {len(unknown)} image(s) that are "
                                  f"not in the image list: {shown}{more}")
         return pairs
-    raise PairsFileError(f"bad pairs spec {spec!r}: expected 'exhaustive', 'sequential:N' "
-                         "or 'file:PATH'")
+    raise PairsFileError(f"pairs spec part {kind}:{arg} needs global descriptors; "
+                         "`matchlab.retrieval.select.select_pairs` computes them")

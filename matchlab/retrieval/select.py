@@ -1,5 +1,5 @@
-"""Pair selection for `run_sfm` / `matchlab sfm --pairs SPEC` / `matchlab pairs`: the one place
-that turns a pairs spec into a list of image pairs, computing whatever it needs (global
+"""Pair selection for `run_sfm` / `matchlab sfm --pairs SPEC`: a pairs spec (parsed by
+`pairs.parse_pairs_spec`) into a list of image pairs, computing whatever it needs (global
 descriptors) into output_dir so that the stage resumes like the others.
 
 Specs (components joined by '+' are unioned, then de-duplicated in either order):
@@ -31,41 +31,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .pairs import Pair, PairsFileError, dedupe_pairs, parse_pairs_spec, sequential_pairs
+from .pairs import Pair, dedupe_pairs, parse_pairs_spec, spec_part_pairs
 
-__all__ = ["select_pairs", "retrieval_pairs", "compute_global_descriptors", "parse_spec",
+__all__ = ["select_pairs", "retrieval_pairs", "compute_global_descriptors",
            "read_global_descriptors", "resolve_global_method", "GLOBAL_RECORD"]
 
 GLOBAL_RECORD = "matchlab_global"
 VOCABULARY_FILE = "vlad_vocabulary.npz"
 # what the VLAD fallback uses (see benchmarks/vlad_choices.py and README "Retrieval")
 VLAD_CONF = {"num_clusters": 64, "intra_norm": False, "power": 0.5, "max_training": 50_000}
-
-
-def parse_spec(spec: str) -> list[tuple[str, int | str | None]]:
-    """'sequential:5+retrieval:10' -> [('sequential', 5), ('retrieval', 10)]."""
-    text = spec.strip()
-    if text.lower().startswith("file:"):
-        return [("file", text[5:])]
-    parts = []
-    for part in text.split("+"):
-        kind, sep, arg = part.strip().partition(":")
-        kind = kind.strip().lower()
-        if kind == "exhaustive" and not sep:
-            parts.append(("exhaustive", None))
-            continue
-        if kind in ("sequential", "retrieval"):
-            try:
-                value = int(arg)
-            except ValueError:
-                value = 0
-            if value >= 1:
-                parts.append((kind, value))
-                continue
-        raise PairsFileError(
-            f"bad pairs spec {spec!r}: expected 'exhaustive', 'sequential:N', 'retrieval:K', "
-            f"'sequential:N+retrieval:K' or 'file:PATH' (N, K >= 1)")
-    return parts
 
 
 # ----------------------------------------------------------------------------- retrieval
@@ -285,24 +259,16 @@ def select_pairs(spec: str, names: Sequence[str], *, image_dir: str | Path,
     Retrieval computes global descriptors into output_dir/global.h5 first (resumable); the
     VLAD fallback reads output_dir/features.h5, which run_sfm writes before selecting pairs.
     """
-    parts = parse_spec(spec)
-    if parts[0][0] == "file" or all(kind != "retrieval" for kind, _ in parts):
-        if len(parts) == 1:
-            return parse_pairs_spec(spec, names)
-    names = list(names)
-    output_dir = Path(output_dir)
-    pairs: list[Pair] = []
-    for kind, arg in parts:
-        if kind == "exhaustive":
-            pairs += parse_pairs_spec("exhaustive", names)
-        elif kind == "sequential":
-            pairs += sequential_pairs(names, int(arg))
-        else:
-            global_path = output_dir / "global.h5"
-            compute_global_descriptors(names, image_dir=image_dir, output=global_path,
-                                       method=global_descriptor,
-                                       features=output_dir / "features.h5",
-                                       progress=progress, log=log)
-            _, descriptors = read_global_descriptors(global_path, names)
-            pairs += retrieval_pairs(names, descriptors, int(arg), min_score=min_score)
+    names, pairs = list(names), []
+    for kind, arg in parse_pairs_spec(spec):
+        if kind != "retrieval":
+            pairs += spec_part_pairs(kind, arg, names)
+            continue
+        global_path = Path(output_dir) / "global.h5"
+        compute_global_descriptors(names, image_dir=image_dir, output=global_path,
+                                   method=global_descriptor,
+                                   features=Path(output_dir) / "features.h5",
+                                   progress=progress, log=log)
+        _, descriptors = read_global_descriptors(global_path, names)
+        pairs += retrieval_pairs(names, descriptors, int(arg), min_score=min_score)
     return dedupe_pairs(pairs)

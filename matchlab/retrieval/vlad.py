@@ -155,9 +155,25 @@ class VLAD:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "VLAD":
-        with np.load(path, allow_pickle=False) as data:
-            vlad = cls(**json.loads(str(data["conf"])))
-            vlad.centroids = torch.from_numpy(data["centroids"].astype(np.float32))
+        """A vocabulary written by `save`; any other file is a WeightsError naming it."""
+        from zipfile import BadZipFile
+
+        from ..errors import MatchlabError, WeightsError
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                vlad = cls(**json.loads(str(data["conf"])))
+                centroids = data["centroids"]
+        except (OSError, ValueError, KeyError, TypeError, BadZipFile) as e:
+            if isinstance(e, MatchlabError):  # options this version does not know
+                raise WeightsError(f"{path}: a VLAD vocabulary of another version: {e}") from e
+            reason = str(e).strip("'")
+            raise WeightsError(f"{path} is not a VLAD vocabulary written by matchlab "
+                               f"({reason})") from e
+        if centroids.ndim != 2 or not np.issubdtype(centroids.dtype, np.floating):
+            raise WeightsError(f"{path} is not a VLAD vocabulary written by matchlab "
+                               f"(centroids of shape {centroids.shape}, {centroids.dtype})")
+        vlad.centroids = torch.from_numpy(centroids.astype(np.float32))
         return vlad
 
     def fingerprint(self) -> str:

@@ -1,11 +1,13 @@
 """Image pairs: generators, pairs files (names with spaces), de-duplication, specs."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from matchlab.retrieval.pairs import (PairsFileError, dedupe_pairs, exhaustive_pairs,
                                       parse_pairs_spec, read_pairs_file, sequential_pairs,
-                                      write_pairs_file)
+                                      spec_part_pairs, write_pairs_file)
 
 NAMES = [f"frame_{i:03d}.jpg" for i in range(7)]
 
@@ -105,16 +107,44 @@ def test_write_rejects_unrepresentable_names(tmp_path):
 
 
 def test_parse_pairs_spec(tmp_path):
-    assert parse_pairs_spec("exhaustive", NAMES) == exhaustive_pairs(NAMES)
-    assert parse_pairs_spec("sequential:3", NAMES) == sequential_pairs(NAMES, 3)
+    assert parse_pairs_spec("exhaustive") == [("exhaustive", None)]
+    assert parse_pairs_spec(" Sequential:3 + retrieval:5 ") == [("sequential", 3), ("retrieval", 5)]
+    assert parse_pairs_spec("file:a+b:c.txt") == [("file", "a+b:c.txt")]
+    for bad in ("sequential", "sequential:0", "sequential:x", "retrieval", "retrieval:0", "file:",
+                "exhaustive:3", "", "sequential:2+nearest:4"):
+        with pytest.raises(PairsFileError, match="bad pairs spec"):
+            parse_pairs_spec(bad)
+
+
+def test_spec_part_pairs(tmp_path):
+    assert spec_part_pairs("exhaustive", None, NAMES) == exhaustive_pairs(NAMES)
+    assert spec_part_pairs("sequential", 3, NAMES) == sequential_pairs(NAMES, 3)
     folder = tmp_path / "with:colon"
     path = write_pairs_file(folder / "pairs.txt",
                             [(NAMES[0], NAMES[1]), (NAMES[1], NAMES[0]), (NAMES[2], NAMES[2])])
-    assert parse_pairs_spec(f"file:{path}", NAMES) == [(NAMES[0], NAMES[1])]
+    [(kind, arg)] = parse_pairs_spec(f"file:{path}")
+    assert spec_part_pairs(kind, arg, NAMES) == [(NAMES[0], NAMES[1])]
     write_pairs_file(folder / "bad.txt", [(NAMES[0], "unknown.jpg")])
     with pytest.raises(PairsFileError, match="unknown.jpg"):
-        parse_pairs_spec(f"file:{folder / 'bad.txt'}", NAMES)
-    for bad in ("sequential", "sequential:0", "sequential:x", "retrieval:5", "file:",
-                "exhaustive:3", ""):
-        with pytest.raises(PairsFileError, match="pairs spec"):
-            parse_pairs_spec(bad, NAMES)
+        spec_part_pairs("file", str(folder / "bad.txt"), NAMES)
+    with pytest.raises(PairsFileError, match="global descriptors"):
+        spec_part_pairs("retrieval", 5, NAMES)
+
+
+def test_unwritable_pairs_file_names_path_and_reason(tmp_path):
+    (tmp_path / "dir.txt").mkdir()
+    with pytest.raises(PairsFileError, match="cannot write pairs file .*dir.txt: Is a directory"):
+        write_pairs_file(tmp_path / "dir.txt", [(NAMES[0], NAMES[1])])
+    assert [p.name for p in tmp_path.iterdir()] == ["dir.txt"]  # no temporary file left
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("permissions do not apply to this user (root); "
+                        "tests/cli checks them as another user")
+        with pytest.raises(PairsFileError, match=f"cannot write pairs file {folder / 'p.txt'}: "
+                                                 "Permission denied"):
+            write_pairs_file(folder / "p.txt", [(NAMES[0], NAMES[1])])
+    finally:
+        folder.chmod(0o700)

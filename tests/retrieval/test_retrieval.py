@@ -11,7 +11,7 @@ import torch
 from matchlab.retrieval.mixvpr import (CHECKPOINT_NAMES, MixVPR, MixVPRWeightsError,
                                        find_mixvpr_checkpoint)
 from matchlab.retrieval.search import brute_force_topk, topk_similar
-from matchlab.retrieval.select import parse_spec, resolve_global_method, retrieval_pairs
+from matchlab.retrieval.select import resolve_global_method, retrieval_pairs
 
 
 @pytest.fixture
@@ -150,11 +150,6 @@ def test_retrieval_pairs_dedupe_prefixes_and_specs():
     assert {n for p in pairs for n in p} == {"s0/0.jpg", "s0/1.jpg", "s0/2.jpg"}
     with pytest.raises(ValueError, match="starts with"):
         retrieval_pairs(names, x, 1, query_prefix="nope/")
-    assert parse_spec("sequential:3+retrieval:5") == [("sequential", 3), ("retrieval", 5)]
-    assert parse_spec("file:a+b:c.txt") == [("file", "a+b:c.txt")]
-    for bad in ("retrieval", "retrieval:0", "sequential:2+nearest:4"):
-        with pytest.raises(ValueError, match="bad pairs spec"):
-            parse_spec(bad)
 
 
 def test_pairs_cli_on_an_hloc_global_file(tmp_path, capsys):

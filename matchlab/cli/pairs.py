@@ -5,8 +5,6 @@
         --pairs retrieval:20 --global mixvpr --weights MixVPR.ckpt   # compute, then select
     matchlab pairs pairs.txt --image-dir images --features features.h5 \\
         --descriptors global.h5 --pairs sequential:5+retrieval:10 --global vlad # video
-
-Registered in matchlab.cli.COMMANDS as Command(HELP, run, arguments, description=DESCRIPTION).
 """
 from __future__ import annotations
 
@@ -14,6 +12,9 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+from .common import EXIT_OK, Command, image_names
+from ..errors import UsageError
 
 HELP = "select image pairs (exhaustive, sequential, retrieval) into a pairs file"
 DESCRIPTION = (
@@ -51,78 +52,64 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db-list", type=Path, default=None, help="file of database names")
 
 
+def _names_and_descriptors(args: argparse.Namespace, needs_global: bool):
+    """(image names or None for all of --descriptors, descriptors file, what was computed)."""
+    from ..retrieval.select import compute_global_descriptors
+
+    if args.image_dir is None:
+        if args.descriptors is None:
+            raise UsageError("give --descriptors (an hloc global-descriptor file) or --image-dir")
+        if not args.descriptors.is_file():
+            raise UsageError(f"global descriptor file not found: {args.descriptors}")
+        return None, args.descriptors, None
+    names = image_names(args.image_dir)
+    if not needs_global:
+        return names, None, None
+    path = args.descriptors or args.output.parent / "global.h5"
+    method = args.global_descriptor
+    if args.weights is not None:
+        if method == "vlad":
+            raise UsageError("--weights is a MixVPR checkpoint; it makes no sense with "
+                             "--global vlad")
+        method = f"mixvpr:{args.weights}"
+    try:
+        computed = compute_global_descriptors(
+            names, image_dir=args.image_dir, output=path, method=method,
+            features=args.features, progress=True, log=lambda m: print(m, file=sys.stderr))
+    except (FileNotFoundError, ValueError) as e:  # no features file, too few descriptors
+        raise UsageError(str(e)) from None
+    return names, path, computed
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..cli import CLIError
-    from .pairs import PairsFileError, dedupe_pairs, sequential_pairs, write_pairs_file
-    from .select import (compute_global_descriptors, parse_spec, read_global_descriptors,
-                         retrieval_pairs)
+    from ..retrieval.pairs import dedupe_pairs, parse_pairs_spec, spec_part_pairs, write_pairs_file
+    from ..retrieval.select import read_global_descriptors, retrieval_pairs
 
     start = time.perf_counter()
-    try:
-        parts = parse_spec(args.pairs)
-    except PairsFileError as e:
-        raise CLIError(str(e)) from None
+    parts = parse_pairs_spec(args.pairs)
     if parts[0][0] == "file":
-        raise CLIError("--pairs file:PATH is already a pairs file; nothing to select")
+        raise UsageError("--pairs file:PATH is already a pairs file; nothing to select")
     needs_global = any(kind == "retrieval" for kind, _ in parts)
-    descriptors_path = args.descriptors
-    names: list[str]
-    computed = None
-    if args.image_dir is not None:
-        from ..images import list_images
-
-        try:
-            names = list_images(args.image_dir)
-        except FileNotFoundError as e:
-            raise CLIError(str(e)) from None
-        if not names:
-            raise CLIError(f"no images found in {args.image_dir}")
-        if needs_global:
-            descriptors_path = descriptors_path or args.output.parent / "global.h5"
-            method = args.global_descriptor
-            if args.weights is not None:
-                if method == "vlad":
-                    raise CLIError("--weights is a MixVPR checkpoint; it makes no sense with "
-                                   "--global vlad")
-                method = f"mixvpr:{args.weights}"
-            try:
-                computed = compute_global_descriptors(
-                    names, image_dir=args.image_dir, output=descriptors_path, method=method,
-                    features=args.features, progress=True,
-                    log=lambda m: print(m, file=sys.stderr))
-            except (FileNotFoundError, ValueError) as e:
-                raise CLIError(str(e)) from None
-    elif descriptors_path is not None:
-        if not descriptors_path.is_file():
-            raise CLIError(f"global descriptor file not found: {descriptors_path}")
-        names = None  # all of the file's
-    else:
-        raise CLIError("give --descriptors (an hloc global-descriptor file) or --image-dir")
-
+    names, descriptors_path, computed = _names_and_descriptors(args, needs_global)
     descriptors = None
-    if needs_global:
+    if needs_global or names is None:
         try:
-            names, descriptors = read_global_descriptors(descriptors_path, names)
+            names, descriptors = read_global_descriptors(descriptors_path, names,
+                                                         half=None if needs_global else True)
         except (KeyError, ValueError) as e:
-            raise CLIError(f"{descriptors_path}: {e}") from None
-    elif names is None:
-        names, _ = read_global_descriptors(descriptors_path, half=True)
-    pairs = []
-    counts = []
+            raise UsageError(f"{descriptors_path}: {e}") from None
+    pairs, counts = [], []
     for kind, arg in parts:
-        if kind == "exhaustive":
-            new = [(names[i], names[j]) for i in range(len(names))
-                   for j in range(i + 1, len(names))]
-        elif kind == "sequential":
-            new = sequential_pairs(names, int(arg))
+        if kind != "retrieval":
+            new = spec_part_pairs(kind, arg, names)
         else:
             try:
-                new = retrieval_pairs(names, descriptors, int(arg), min_score=args.min_score,
+                new = retrieval_pairs(names, descriptors, arg, min_score=args.min_score,
                                       query_prefix=_prefix(args.query_prefix),
                                       query_list=args.query_list,
                                       db_prefix=_prefix(args.db_prefix), db_list=args.db_list)
             except ValueError as e:
-                raise CLIError(str(e)) from None
+                raise UsageError(str(e)) from None
         counts.append((f"{kind}:{arg}" if arg is not None else kind, len(new)))
         pairs += new
     pairs = dedupe_pairs(pairs)
@@ -134,10 +121,13 @@ def run(args: argparse.Namespace) -> int:
     for label, count in counts:
         print(f"  {label:<16} {count:>8} pairs")
     print(f"  {'written':<16} {len(pairs):>8} unique pairs in {time.perf_counter() - start:.1f} s")
-    return 0
+    return EXIT_OK
 
 
 def _prefix(values):
     if values is None:
         return None
     return values[0] if len(values) == 1 else tuple(values)
+
+
+COMMAND = Command(HELP, run, arguments, description=DESCRIPTION)

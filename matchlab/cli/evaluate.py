@@ -1,4 +1,5 @@
-"""`matchlab sfm` and `matchlab eval`: argument tables and handlers (registered in cli.py)."""
+"""`matchlab eval BENCHMARK`: an extractor + matcher on the sample datasets with ground truth
+(homography, relative pose, reconstruction), or a global descriptor (retrieval, sfm-pairs)."""
 from __future__ import annotations
 
 import argparse
@@ -6,80 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import CLIError, _device, _parse_conf
-
-
-def _model_arguments(p: argparse.ArgumentParser, resize_default: int | None,
-                     matcher_default: str = "nn", features_default: str = "superpoint") -> None:
-    from .registry import EXTRACTORS, MATCHERS
-
-    p.add_argument("--features", default=features_default, choices=sorted(EXTRACTORS),
-                   help="local feature extractor")
-    p.add_argument("--matcher", default=matcher_default, choices=sorted(MATCHERS), help="matcher")
-    if resize_default is not None:
-        p.add_argument("--resize", type=int, default=resize_default,
-                       help="resize so that the long side is at most N px (0: keep the size)")
-    p.add_argument("--max-keypoints", type=int, default=None,
-                   help="keep the N best keypoints per image (default: the extractor's own)")
-    p.add_argument("--extractor-conf", nargs="+", metavar="KEY=VALUE",
-                   help="other extractor options, e.g. detection_threshold=0.01")
-    p.add_argument("--matcher-conf", nargs="+", metavar="KEY=VALUE",
-                   help="matcher options, e.g. weights=indoor sinkhorn_iterations=20")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-
-
-# ----------------------------------------------------------------------------- sfm
-
-def _sfm_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image_dir", type=Path, help="folder of images (searched recursively)")
-    p.add_argument("output_dir", type=Path,
-                   help="features.h5, pairs.txt, matches.h5, database.db, sparse/ (COLMAP binary), "
-                        "sparse_text/, points3D.ply, summary.json, report.html, plots/")
-    _model_arguments(p, resize_default=1024, matcher_default="nn", features_default="superpoint")
-    p.add_argument("--pairs", default="exhaustive",
-                   help="exhaustive | sequential:N | file:PATH | retrieval:K | "
-                        "sequential:N+retrieval:K")
-    p.add_argument("--global", dest="global_descriptor", default="auto",
-                   help="global descriptor for retrieval pairs: auto, mixvpr or vlad")
-    p.add_argument("--mapper", default="incremental", choices=("incremental", "global"))
-    p.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model")
-    p.add_argument("--camera-mode", default="auto",
-                   choices=("auto", "single", "per_folder", "per_image"),
-                   help="which images share intrinsics")
-    p.add_argument("--mapper-options", nargs="+", metavar="KEY=VALUE",
-                   help="pycolmap pipeline options (dotted or flat keys), e.g. "
-                        "mapper.abs_pose_min_num_inliers=15 num_threads=-1")
-    p.add_argument("--gravity", type=Path, default=None, metavar="FILE",
-                   help="per-image gravity ('name gx gy gz' lines, down direction in camera "
-                        "coordinates) for matchers with a gravity prior (affineglue)")
-    p.add_argument("--plots", type=int, default=3,
-                   help="match plots of the N pairs with the most verified matches")
-
-
-def _sfm(args: argparse.Namespace) -> int:
-    from .pipeline import SfMConfig, run_sfm
-    from .sfm import ReconstructionError
-
-    config = SfMConfig(
-        features=args.features, matcher=args.matcher, pairs=args.pairs, mapper=args.mapper,
-        resize=None if args.resize == 0 else args.resize, camera_model=args.camera_model,
-        camera_mode=args.camera_mode, global_descriptor=args.global_descriptor,
-        matcher_conf=_parse_conf(args.matcher_conf, "--matcher-conf"),
-        extractor_conf=_parse_conf(args.extractor_conf, "--extractor-conf"),
-        mapper_options=_parse_conf(args.mapper_options, "--mapper-options"),
-        gravity_file=str(args.gravity) if args.gravity else None)
-    if args.max_keypoints is not None:
-        config.max_keypoints = args.max_keypoints
-    try:
-        summary = run_sfm(args.image_dir, args.output_dir, config, device=_device(args.device),
-                          plots=args.plots, log=lambda line: print(line, flush=True))
-    except (FileNotFoundError, ReconstructionError, RuntimeError, ValueError) as e:
-        raise CLIError(str(e)) from None
-    print(f"outputs in {args.output_dir} (report: {args.output_dir / 'report.html'})")
-    return 0 if summary["num_reg_images"] > 0 else 1
-
-
-# ----------------------------------------------------------------------------- eval
+from .common import (EXIT_OK, Command, add_device_argument, add_extractor_arguments,
+                     add_matcher_arguments, output_folder, parse_conf, resolve_device)
 
 DEFAULT_RESIZE = {"homography": 640, "reconstruction": 1024}
 EVAL_DATASETS = {
@@ -92,14 +21,16 @@ EVAL_DATASETS = {
 RETRIEVAL_BENCHMARKS = ("retrieval", "sfm-pairs")
 
 
-def _eval_arguments(p: argparse.ArgumentParser) -> None:
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("benchmark", choices=[*EVAL_DATASETS, "all", *RETRIEVAL_BENCHMARKS],
                    help="homography (oxford_graf, evd), pose (ScanNet sample, Strecha pairs), "
                         "reconstruction (Strecha vs ground-truth cameras), or all three; "
                         "retrieval (Recall@k / mAP of a global descriptor on the labelled "
                         "mix of sample datasets); sfm-pairs (sfm from retrieval:K pairs vs "
                         "exhaustive pairs on sacre_coeur and fountain)")
-    _model_arguments(p, resize_default=None)
+    add_extractor_arguments(p)
+    add_matcher_arguments(p)
+    add_device_argument(p)
     p.add_argument("--resize", type=int, default=None,
                    help="long side in px for homography (default 640) and reconstruction "
                         "(default 1024); the pose protocol fixes its own sizes (ScanNet "
@@ -121,11 +52,11 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder for the JSON results (and reconstruction work files)")
 
 
-def _eval_retrieval(args: argparse.Namespace) -> int:
+def _run_retrieval(args: argparse.Namespace) -> int:
     """`matchlab eval retrieval | sfm-pairs` (matchlab.evaluation.retrieval)."""
-    from .evaluation import retrieval as ev
+    from ..evaluation import retrieval as ev
 
-    args.output.mkdir(parents=True, exist_ok=True)
+    output_folder(args.output, "--output")
     keypoints = {} if args.max_keypoints is None else {"max_keypoints": args.max_keypoints}
     if args.benchmark == "retrieval":
         resize = {} if args.resize is None else {"resize": args.resize or None}
@@ -145,36 +76,36 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
             result = ev.evaluate_sfm_pairs(
                 scene, k=args.k, work_dir=args.output / "sfm_pairs", features=args.features,
                 matcher=args.matcher, global_descriptor=args.global_descriptor,
-                matcher_conf=_parse_conf(args.matcher_conf, "--matcher-conf"),
-                extractor_conf=_parse_conf(args.extractor_conf, "--extractor-conf"),
+                matcher_conf=parse_conf(args.matcher_conf, "--matcher-conf"),
+                extractor_conf=parse_conf(args.extractor_conf, "--extractor-conf"),
                 **({} if args.resize is None else {"resize": args.resize or None}), **keypoints)
             print(result["table"], flush=True)
             results.append(result)
     path = args.output / f"eval_{args.benchmark}_{args.features}_{args.global_descriptor}.json"
     path.write_text(json.dumps(results, indent=1, default=str))
     print(f"results written to {path}", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
-def _eval(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import torch
 
     if args.benchmark in RETRIEVAL_BENCHMARKS:
-        return _eval_retrieval(args)
+        return _run_retrieval(args)
 
-    from .evaluation.report import format_table
-    from .registry import load_extractor, load_matcher
+    from ..evaluation.report import format_table
+    from ..registry import load_extractor, load_matcher
 
     benchmarks = list(EVAL_DATASETS) if args.benchmark == "all" else [args.benchmark]
-    extractor_conf = _parse_conf(args.extractor_conf, "--extractor-conf")
+    extractor_conf = parse_conf(args.extractor_conf, "--extractor-conf")
     if args.max_keypoints is not None:
         extractor_conf["max_keypoints"] = args.max_keypoints
-    matcher_conf = _parse_conf(args.matcher_conf, "--matcher-conf")
-    device = _device(args.device)
+    matcher_conf = parse_conf(args.matcher_conf, "--matcher-conf")
+    device = resolve_device(args.device)
     matcher = load_matcher(args.matcher, for_features=args.features, **matcher_conf).to(device)
     estimators = args.estimator or ["ransac"]
     tag = f"{args.features}+{args.matcher}"
-    args.output.mkdir(parents=True, exist_ok=True)
+    output_folder(args.output, "--output")
     results = []
     torch.manual_seed(0)
     for benchmark in benchmarks:
@@ -182,25 +113,25 @@ def _eval(args: argparse.Namespace) -> int:
         resize = args.resize if args.resize is not None else DEFAULT_RESIZE.get(benchmark)
         for dataset in datasets:
             if benchmark == "homography":
-                from .evaluation.homography import evaluate_homography
+                from ..evaluation.homography import evaluate_homography
 
                 extractor = load_extractor(args.features, resize=resize or None,
                                            **extractor_conf).to(device)
-                from .geometry.robust import ESTIMATORS
+                from ..geometry.robust import ESTIMATORS
 
                 new = evaluate_homography(dataset, extractor, matcher,
                                           [e for e in estimators if e in ESTIMATORS["homography"]
                                            or e == "matcher"] or ["ransac"])
             elif benchmark == "pose":
-                from .evaluation.pose import evaluate_pose
+                from ..evaluation.pose import evaluate_pose
 
                 extractor = load_extractor(args.features, **{**extractor_conf, "resize": None}
                                            ).to(device)
                 new = [evaluate_pose(dataset, extractor, matcher, estimators,
                                      seeds=range(args.seeds))]
             else:
-                from .evaluation.reconstruction import evaluate_reconstruction
-                from .pipeline import SfMConfig
+                from ..evaluation.reconstruction import evaluate_reconstruction
+                from ..pipeline import SfMConfig
 
                 config = SfMConfig(features=args.features, matcher=args.matcher,
                                    resize=resize or None, matcher_conf=matcher_conf,
@@ -217,4 +148,10 @@ def _eval(args: argparse.Namespace) -> int:
     path = args.output / f"eval_{args.benchmark}_{tag}.json".replace("+", "_")
     path.write_text(json.dumps(results, indent=1, default=str))
     print(f"results written to {path}", file=sys.stderr)
-    return 0
+    return EXIT_OK
+
+
+COMMAND = Command(
+    "benchmark an extractor + matcher: homography, relative pose, reconstruction", run, arguments,
+    description="Evaluate --features + --matcher on the sample datasets with ground truth; "
+                "prints tables and writes JSON to --output.")

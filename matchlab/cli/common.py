@@ -1,0 +1,209 @@
+"""What the command modules share: the `Command` record, the help formatter, exit codes, and
+the parsing of options that several commands take (--device, KEY=VALUE lists, model names,
+--gravity, image folders, output folders).
+
+Nothing here imports torch, cv2 or h5py at module level: `matchlab --help` builds every
+sub-parser from these helpers and must start quickly. Handlers import what they need.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from ..errors import UsageError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_STATUS_HELP = f"""exit status:
+  {EXIT_OK:<4} success
+  {EXIT_ERROR:<4} error: a bad input file, option or path (one line 'matchlab: error: ...'
+       says what is wrong), or nothing could be done (e.g. no image could be read)
+  {EXIT_USAGE:<4} bad usage: unknown option, missing argument, command group without action
+  {EXIT_INTERRUPTED:<4} interrupted: what was finished is saved; the same command resumes
+A traceback instead of a one-line error is a bug (or a system fault such as CUDA out of
+memory): please report it."""
+
+
+@dataclass
+class Command:
+    """One subcommand: its help line, handler (args -> exit status), the function adding its
+    arguments, and nested subcommands (`weights list|fetch|verify`)."""
+
+    help: str
+    run: Callable[[argparse.Namespace], int] | None = None
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    subcommands: dict[str, "Command"] = field(default_factory=dict)
+    description: str | None = None
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults, except None / False / empty ones, which say nothing useful."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in (action.help
+                                                                                    or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+# ----------------------------------------------------------------------------- option values
+
+def parse_value(text: str) -> Any:
+    """'0.8' -> 0.8, 'none' / 'None' -> None, 'true' -> True, '(640, 480)' -> tuple, else str."""
+    lowered = text.strip().lower()
+    if lowered in ("none", "null"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_conf(items: list[str] | None, option: str) -> dict[str, Any]:
+    """['a=1', 'b=x'] -> {'a': 1, 'b': 'x'}; `option` names the flag in the error message."""
+    conf: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{option} expects key=value, got {item!r}")
+        conf[key.strip()] = parse_value(value)
+    return conf
+
+
+def resolve_device(name: str):
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> torch.device; a UsageError when unusable."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UsageError(f"bad --device {name!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but torch sees no CUDA GPU")
+    return device
+
+
+def read_gravity_option(path: Path | None) -> dict | None:
+    """The --gravity file ({image name: unit down vector [3]}), or None when not given."""
+    from ..io.gravity import read_gravity
+
+    if path is None:
+        return None
+    try:
+        return read_gravity(path)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UsageError(f"--gravity: {e}") from None
+
+
+def image_names(image_dir: Path) -> list[str]:
+    """The images below IMAGE_DIR (relative paths); a UsageError when there are none."""
+    from ..images import list_images
+
+    if not image_dir.is_dir():
+        raise UsageError(f"image folder not found: {image_dir}"
+                         + (" (it is a file)" if image_dir.exists() else ""))
+    names = list_images(image_dir)
+    if not names:
+        raise UsageError(f"no images found in {image_dir} (looked for .jpg, .png, .tif, .bmp, "
+                         f".webp, .pgm, .ppm, recursively)")
+    return names
+
+
+def output_folder(path: Path, option: str) -> Path:
+    """Create the output folder `path` (and its parents); a UsageError naming it and the reason
+    (a file of that name, no permission) when that is impossible."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is a file, not a folder; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create {option} {path}: {e.strerror or e}") from None
+    return path
+
+
+# ----------------------------------------------------------------------------- arguments
+
+class RegistryNames(Sequence[str]):
+    """The sorted names of a model table ('extractor' or 'matcher') as argparse `choices`.
+
+    The table is read when argparse first needs it (checking a value, formatting a command's
+    help), not when the parser is built: the registry imports torch."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def _names(self) -> list[str]:
+        from ..registry import KINDS
+
+        return sorted(KINDS[self.kind])
+
+    def __getitem__(self, index):
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+
+def add_device_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def add_extractor_arguments(p: argparse.ArgumentParser, default: str = "superpoint",
+                            keypoints: str = "the extractor's own") -> None:
+    """--features NAME, --max-keypoints N (`keypoints`: what its default is), --extractor-conf."""
+    p.add_argument("--features", default=default, choices=RegistryNames("extractor"),
+                   metavar="NAME", help="local feature extractor: %(choices)s")
+    p.add_argument("--max-keypoints", type=int, default=None,
+                   help=f"keep the N best keypoints per image (default: {keypoints})")
+    p.add_argument("--extractor-conf", nargs="+", metavar="KEY=VALUE",
+                   help="other extractor options, e.g. detection_threshold=0.01")
+
+
+def add_matcher_arguments(p: argparse.ArgumentParser, default: str = "nn") -> None:
+    """--matcher NAME, --matcher-conf KEY=VALUE..."""
+    p.add_argument("--matcher", default=default, choices=RegistryNames("matcher"),
+                   metavar="NAME", help="matcher: %(choices)s")
+    p.add_argument("--matcher-conf", nargs="+", metavar="KEY=VALUE",
+                   help="matcher options, e.g. ratio_threshold=0.8 mutual_check=true")
+
+
+def add_gravity_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gravity", type=Path, default=None, metavar="FILE",
+                   help="per-image gravity ('name gx gy gz' lines: down direction in camera "
+                        "coordinates) for matchers with a gravity prior (affineglue)")
+
+
+# ----------------------------------------------------------------------------- output
+
+def note(message: str) -> None:
+    """A line on stderr that does not break the progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def print_summary(title: str, rows: list[tuple[str, int, str]]) -> None:
+    """A title line, then one '  label  count  detail' row per stage outcome."""
+    print(title)
+    width = max(len(label) for label, _, _ in rows)
+    for label, count, detail in rows:
+        print(f"  {label:<{width}}  {count:>6}{'  ' + detail if detail else ''}")
+
+
+def list_names(items: list[str], limit: int = 10) -> str:
+    """'a, b, c, ... (N more)': at most `limit` items of a list, for messages."""
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

@@ -1,0 +1,71 @@
+"""`matchlab sfm IMAGE_DIR OUTPUT_DIR`: features, pairs, matches, COLMAP database, sparse model."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_extractor_arguments,
+                     add_gravity_argument, add_matcher_arguments, image_names, output_folder,
+                     parse_conf, read_gravity_option, resolve_device)
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image_dir", type=Path, help="folder of images (searched recursively)")
+    p.add_argument("output_dir", type=Path,
+                   help="features.h5, pairs.txt, matches.h5, database.db, sparse/ (COLMAP binary), "
+                        "sparse_text/, points3D.ply, summary.json, report.html, plots/")
+    add_extractor_arguments(p)
+    add_matcher_arguments(p)
+    p.add_argument("--resize", type=int, default=1024,
+                   help="resize so that the long side is at most N px (0: keep the size)")
+    p.add_argument("--pairs", default="exhaustive",
+                   help="exhaustive | sequential:N | file:PATH | retrieval:K | "
+                        "sequential:N+retrieval:K")
+    p.add_argument("--global", dest="global_descriptor", default="auto",
+                   help="global descriptor for retrieval pairs: auto, mixvpr or vlad")
+    p.add_argument("--mapper", default="incremental", choices=("incremental", "global"))
+    p.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model")
+    p.add_argument("--camera-mode", default="auto",
+                   choices=("auto", "single", "per_folder", "per_image"),
+                   help="which images share intrinsics")
+    p.add_argument("--mapper-options", nargs="+", metavar="KEY=VALUE",
+                   help="pycolmap pipeline options (dotted or flat keys), e.g. "
+                        "mapper.abs_pose_min_num_inliers=15 num_threads=-1")
+    add_gravity_argument(p)
+    p.add_argument("--plots", type=int, default=3,
+                   help="match plots of the N pairs with the most verified matches")
+    add_device_argument(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit status 1 when no image was registered (fewer than two readable images is a
+    `ReconstructionError`)."""
+    from ..pipeline import SfMConfig, run_sfm
+    from ..retrieval.pairs import parse_pairs_spec
+
+    config = SfMConfig(
+        features=args.features, matcher=args.matcher, pairs=args.pairs, mapper=args.mapper,
+        resize=None if args.resize == 0 else args.resize, camera_model=args.camera_model,
+        camera_mode=args.camera_mode, global_descriptor=args.global_descriptor,
+        matcher_conf=parse_conf(args.matcher_conf, "--matcher-conf"),
+        extractor_conf=parse_conf(args.extractor_conf, "--extractor-conf"),
+        mapper_options=parse_conf(args.mapper_options, "--mapper-options"),
+        gravity_file=str(args.gravity) if args.gravity else None)
+    if args.max_keypoints is not None:
+        config.max_keypoints = args.max_keypoints
+    parse_pairs_spec(args.pairs)  # a bad spec fails before any work
+    read_gravity_option(args.gravity)
+    image_names(args.image_dir)
+    output_folder(args.output_dir, "OUTPUT_DIR")
+    summary = run_sfm(args.image_dir, args.output_dir, config, device=resolve_device(args.device),
+                      plots=args.plots, log=lambda line: print(line, flush=True))
+    print(f"outputs in {args.output_dir} (report: {args.output_dir / 'report.html'})")
+    return EXIT_OK if summary["num_reg_images"] > 0 else EXIT_ERROR
+
+
+COMMAND = Command(
+    "image folder -> features, pairs, matches, COLMAP database and sparse model", run, arguments,
+    description="Reconstruct IMAGE_DIR into OUTPUT_DIR: extract -> pairs -> match -> "
+                "database -> verify -> map. Every stage resumes: re-running the same "
+                "command after an interruption redoes nothing that was finished. Bad images "
+                "and byte-identical duplicates are reported and skipped.")
