@@ -115,9 +115,10 @@ def _extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize", type=int, default=1024,
                    help="resize so that the long side is at most N px (0: keep the size); "
                         "keypoints are always stored in original-image pixels")
-    p.add_argument("--max-keypoints", type=int, default=None,
-                   help="keep the N best keypoints per image (default: the extractor's own, "
-                        "2048; 4096 for SIFT)")
+    from .extractors import DEFAULT_MAX_KEYPOINTS
+
+    p.add_argument("--max-keypoints", type=int, default=DEFAULT_MAX_KEYPOINTS,
+                   help="keep the N best keypoints per image (default: %(default)s, as sfm)")
     p.add_argument("--as-half", action="store_true",
                    help="store descriptors and scores as float16 (half the file size)")
     p.add_argument("--extractor-conf", nargs="+", metavar="KEY=VALUE",

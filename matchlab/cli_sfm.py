@@ -162,7 +162,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.benchmark in RETRIEVAL_BENCHMARKS:
         return _eval_retrieval(args)
 
-    from .evaluation.report import format_table
+    from .evaluation.tables import format_table
     from .registry import load_extractor, load_matcher
 
     benchmarks = list(EVAL_DATASETS) if args.benchmark == "all" else [args.benchmark]

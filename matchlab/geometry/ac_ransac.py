@@ -14,10 +14,8 @@ Algorithm:
    takes the FIRST candidate whose squared residual r^2 is below thr^2; it contributes the
    gain of `scoring` at s = r^2 / thr^2 (matchlab.geometry.scoring: "msac", 1 - s, the
    default; or "magsac++", StereoGlue's marginalisation over the noise scale with thr the
-   0.99 quantile at sigma_max), sources with no such candidate contribute 0. Measured with
-   DISK + LightGlue pools (README): MAGSAC++ is within noise of MSAC and not better on the
-   acceptance metrics (graf AUC@5 62.6 vs 63.8, EVD 5.80 vs 5.88, ScanNet AUC@5 9.75 both,
-   Strecha AUC@2 94.8 vs 95.2), so MSAC stays the default.
+   0.99 quantile at sigma_max), sources with no such candidate contribute 0. MSAC is the
+   default: MAGSAC++ measured no better (docs/affineglue.md).
 3. Local optimisation from the batch's best minimal model whenever it is the best so far,
    and from the batch's best minimal model at 4x the threshold whenever that loose score is
    the best so far (the minimal model of a noisy AC is often only roughly right: gating LO on
