@@ -137,6 +137,13 @@ def _find(runs: Runs, run: str, benchmark: str, dataset: str, estimator: str) ->
     raise KeyError(f"run {run!r} has no {benchmark} result for {dataset} / {estimator}")
 
 
+def _present(runs: Runs, lines: Sequence[tuple]) -> list[tuple]:
+    """The table lines (label, run names..., [other]) whose runs are all in `runs`: a run not
+    measured (yet) leaves its rows out."""
+    return [line for line in lines if all(x in runs for x in line[1:] if x.startswith(
+        ("all_", "homography_", "pose_", "sfm_")))]
+
+
 def _pct(result: dict, *thresholds: int) -> str:
     """Homography AUCs in % at the given px thresholds, ' / '-joined."""
     return " / ".join(f"{100 * result[f'auc@{t}px']:.2f}" for t in thresholds)
@@ -162,7 +169,7 @@ def _headline(runs: Runs) -> str:
     lines.append(("disk + affineglue", "homography_disk_affineglue", "pose_disk_affineglue",
                   "matcher"))
     rows = []
-    for label, h, p, e in lines:
+    for label, h, p, e in _present(runs, lines):
         sfm = [r for r in runs[p] if r.get("benchmark") == "reconstruction"]
         rows.append([label, _pct(_find(runs, h, "homography", GRAF, e), 5),
                      _pct(_find(runs, h, "homography", EVD, e), 5),
@@ -180,14 +187,18 @@ def _estimators(runs: Runs) -> str:
              ("DISK + LightGlue", "all_disk_lightglue", SCANNET),
              ("DISK + LightGlue", "all_disk_lightglue", STRECHA))
     rows = []
-    for label, run, dataset in lines:
+    for label, run, dataset in _present(runs, lines):
         values = [_find(runs, run, "pose", dataset, n)["auc@5deg"] for n in names]
         best = max(values)
         rows.append([label, "ScanNet" if dataset == SCANNET else "Strecha",
                      *(f"**{v:.2f}**" if v == best else f"{v:.2f}" for v in values)])
-    timing = [f"{1000 * _find(runs, 'all_superpoint_superglue', 'pose', STRECHA, n)['time_estimate_s']:.0f} ms"
-              for n in names]
-    rows.append(["time per pair (Strecha, SP+SG)", "", *timing])
+    timing_run = next((r for r in ("all_superpoint_superglue", "all_disk_lightglue") if r in runs),
+                      None)
+    if timing_run:
+        label = "SP+SG" if timing_run == "all_superpoint_superglue" else "DISK+LG"
+        rows.append([f"time per pair (Strecha, {label})", "", *(
+            f"{1000 * _find(runs, timing_run, 'pose', STRECHA, n)['time_estimate_s']:.0f} ms"
+            for n in names)])
     return render(["matches", "dataset", *names], rows)
 
 
@@ -219,7 +230,8 @@ def _affineglue_vs_ransac(runs: Runs) -> str:
     rows = [[label, _pct(_find(runs, h, "homography", GRAF, e), 1, 3, 5),
              _pct(_find(runs, h, "homography", EVD, e), 5),
              _deg(_find(runs, p, "pose", SCANNET, e), 5),
-             _deg(_find(runs, p, "pose", STRECHA, e), 2, 5)] for label, h, p, e in lines]
+             _deg(_find(runs, p, "pose", STRECHA, e), 2, 5)]
+            for label, h, p, e in _present(runs, lines)]
     if "pose_disk_affineglue_no_lo_start" in runs:
         run = "pose_disk_affineglue_no_lo_start"
         rows.append(["AffineGlue without the LO-RANSAC start", "(same)", "(same)",
@@ -234,9 +246,7 @@ def _affineglue_variants(lines: Sequence[tuple[str, str, str]]) -> Callable[[Run
         head = ["", "graf AUC@1/3/5 px", "EVD AUC@5 px", "ScanNet AUC@5", "Strecha AUC@2 / @5",
                 "Strecha match s per pair"]
         rows = []
-        for label, h, p in lines:
-            if h not in runs or p not in runs:
-                continue
+        for label, h, p in _present(runs, lines):
             strecha = _find(runs, p, "pose", STRECHA, "matcher")
             rows.append([label, _pct(_find(runs, h, "homography", GRAF, "matcher"), 1, 3, 5),
                          _pct(_find(runs, h, "homography", EVD, "matcher"), 5),
@@ -254,7 +264,7 @@ def _affineglue_sift(runs: Runs) -> str:
              ("AffineGlue (NN pools)", "homography_sift_affineglue", "pose_sift_affineglue",
               "matcher"))
     rows = []
-    for label, h, p, e in lines:
+    for label, h, p, e in _present(runs, lines):
         strecha = _find(runs, p, "pose", STRECHA, e)
         rows.append([label, _pct(_find(runs, h, "homography", GRAF, e), 1, 3, 5),
                      _deg(_find(runs, p, "pose", SCANNET, e), 5, 10), _deg(strecha, 1, 2, 5),
