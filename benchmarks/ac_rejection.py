@@ -1,5 +1,5 @@
 """Does a learned AC-rejection network help AffineGlue? Trained on ground truth, measured on
-held-out pairs (issue 7's optional item; StereoGlue's network is not public, methods.md 3.3).
+held-out pairs (StereoGlue describes such a network but has not published it).
 
     python benchmarks/ac_rejection.py [--max-keypoints 2048] [--epochs 300]
 

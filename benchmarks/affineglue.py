@@ -10,8 +10,8 @@ mutual) are compared with the Jacobian J of the true homography
 at x: median relative error |A - J|_F / |J|_F, median |log2| scale-ratio error, median
 rotation error (deg), and the fraction of ACs within 20 % of J.
 
-AffineGlue against the RANSAC baselines is measured by `matchlab eval` (README, "AffineGlue
-vs RANSAC"): `--matcher affineglue --estimator matcher` scores AffineGlue's own model, and
+AffineGlue against the RANSAC baselines is measured by `matchlab eval` (docs/affineglue.md,
+"AffineGlue vs RANSAC"): `--matcher affineglue --estimator matcher` scores AffineGlue's own model, and
 the base matcher with `--estimator ransac lo-ransac` gives the baselines.
 """
 from __future__ import annotations

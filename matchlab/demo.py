@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .pipeline import SfMConfig, run_sfm
 
-# DISK + LightGlue (issue 5): registers all 10 images; see README "Measured results".
+# DISK + LightGlue: registers all 10 images (docs/results.md).
 DEMO_CONFIG = SfMConfig(features="disk", matcher="lightglue", max_keypoints=2048)
 
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from .io.gravity import read_gravity
 from .errors import OutputMismatchError, ReconstructionError
+from .extractors import DEFAULT_MAX_KEYPOINTS
 from .images import ImageError, list_images
 from .registry import ConfigError
 from .store import FeatureStore, MatchStore
@@ -213,7 +214,7 @@ class SfMConfig:
     pairs: str = "exhaustive"  # exhaustive | sequential:N | file:PATH
     mapper: str = "incremental"  # incremental | global
     resize: int | None = 1024
-    max_keypoints: int | None = 4096
+    max_keypoints: int | None = DEFAULT_MAX_KEYPOINTS
     camera_model: str = "SIMPLE_RADIAL"
     camera_mode: str = "auto"
     global_descriptor: str = "auto"  # for retrieval pairs
@@ -252,6 +253,7 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     from .retrieval.select import select_pairs
     from .sfm import (create_database, drop_weak_images, export_model, import_verified,
                       model_summary, reconstruct, verify)
+    from .sfm.report import format_summary, write_visual_report
 
     import pycolmap
 
@@ -334,36 +336,9 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     summary["stages"] = [asdict(r) for r in reports]
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if report:
-        _write_visual_report(output_dir, image_dir, rec, summary, pairs, keypoints, pair_matches,
-                             plots)
+        write_visual_report(output_dir, image_dir, rec, summary, pairs, keypoints, pair_matches,
+                            plots)
     for stage in reports:
         log(stage.line())
     log(format_summary(summary))
     return summary
-
-
-def _write_visual_report(output_dir: Path, image_dir: Path, rec, summary: dict,
-                         pairs: Sequence[tuple[str, str]], keypoints: dict, pair_matches: dict,
-                         plots: int) -> Path:
-    from .report import plot_pairs, save_top_view, verified_inliers, write_report
-
-    inliers = verified_inliers(output_dir / "database.db", pairs)
-    best = sorted(pairs, key=lambda p: -len(inliers[p]))[:max(plots, 0)]
-    written = plot_pairs(image_dir, output_dir / "plots", best, keypoints, pair_matches, inliers)
-    top = save_top_view(rec, output_dir / "plots" / "top_view.png")
-    return write_report(output_dir, summary, written, top)
-
-
-def format_summary(summary: dict) -> str:
-    rows = [
-        ("registered images", f"{summary['num_reg_images']} / {summary['num_input_images']}"),
-        ("3D points", summary["num_points3D"]),
-        ("mean track length", f"{summary['mean_track_length']:.2f}"),
-        ("mean reprojection error", f"{summary['mean_reprojection_error']:.3f} px"),
-        ("not registered", ", ".join(
-            n + (" (dropped: too few 3D points)" if n in summary.get("dropped", {}) else "")
-            for n in summary["unregistered"]) or "-"),
-        ("skipped", ", ".join(f"{k} ({v})" for k, v in summary.get("skipped", {}).items()) or "-"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

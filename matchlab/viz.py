@@ -1,12 +1,17 @@
-"""Match plots written as PNG with OpenCV (no plotting library needed)."""
+"""Drawing with OpenCV (no plotting library): match plots and a top view of a sparse model,
+written as PNG. Names from an image folder appear only in sanitised file names."""
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
-import torch
 from torch import Tensor
+
+from .images import read_image
 
 
 def _to_bgr8(image: Tensor) -> np.ndarray:
@@ -55,3 +60,72 @@ def save_png(path: str | os.PathLike, canvas: np.ndarray) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if not cv2.imwrite(str(path), canvas):
         raise OSError(f"could not write {path}")
+
+
+def safe_filename(text: str, limit: int = 80) -> str:
+    """A file name made of [A-Za-z0-9._-] only (never a path), from any image name."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "image"
+    return cleaned[:limit]
+
+
+def plot_pairs(image_dir: str | Path, plots_dir: str | Path, pairs: Sequence[tuple[str, str]],
+               keypoints: Mapping[str, np.ndarray], raw: Mapping[tuple[str, str], np.ndarray],
+               inliers: Mapping[tuple[str, str], np.ndarray]) -> list[Path]:
+    """One PNG per pair in `plots_dir`: raw matches, verified ones green, rejected ones red.
+
+    keypoints: {name: [N, 2] pixels}; raw / inliers: {(name0, name1): [M, 2] index pairs}.
+    Returns the paths written."""
+    written = []
+    for a, b in pairs:
+        idx = raw[(a, b)]
+        good = {tuple(p) for p in inliers.get((a, b), np.zeros((0, 2), np.int64)).tolist()}
+        correct = np.array([tuple(p) in good for p in idx.tolist()], bool)
+        title = f"{a} - {b}: {int(correct.sum())} verified / {len(idx)} matches"
+        canvas = draw_matches(read_image(Path(image_dir) / a), read_image(Path(image_dir) / b),
+                              keypoints[a][idx[:, 0]], keypoints[b][idx[:, 1]], correct,
+                              title=title)
+        path = Path(plots_dir) / f"matches_{len(written):02d}_{safe_filename(a)}__{safe_filename(b)}.png"
+        save_png(path, canvas)
+        written.append(path)
+    return written
+
+
+def draw_top_view(rec, size: int = 640) -> np.ndarray:
+    """BGR uint8 [size, size, 3] image of a pycolmap Reconstruction seen from above: points
+    grey, camera centres red.
+
+    "Up" is the mean of the cameras' upward axes (photos are mostly taken upright), so the
+    view looks down on the scene; the frame holds the cameras and the central 98 % of the
+    points at equal scale on both axes."""
+    images = [im for im in rec.images.values() if im.has_pose]
+    canvas = np.full((size, size, 3), 255, np.uint8)
+    if not images:
+        return canvas
+    rotations = np.stack([np.asarray(im.cam_from_world().rotation.matrix()) for im in images])
+    centres = np.stack([im.projection_center() for im in images])
+    points = (np.array([p.xyz for p in rec.points3D.values()]) if rec.num_points3D()
+              else np.zeros((0, 3)))
+    up = -rotations[:, 1, :].mean(0)  # camera y points down in the image
+    right = rotations[:, 0, :].mean(0)
+    up /= max(np.linalg.norm(up), 1e-12)
+    right -= up * (right @ up)
+    right /= max(np.linalg.norm(right), 1e-12)
+    forward = np.cross(up, right)
+    axes = np.stack([right, -forward])  # image x = right, image y = towards the cameras
+    flat_c = centres @ axes.T
+    flat_p = points @ axes.T
+    box = flat_c if not len(flat_p) else np.concatenate(
+        [flat_c, np.percentile(flat_p, [1, 99], axis=0)])
+    low, high = box.min(0), box.max(0)
+    scale = (size - 40) / max(float(np.max(high - low)), 1e-9)
+    offset = (size - (high - low) * scale) / 2
+
+    def pixels(xy):
+        return np.round((xy - low) * scale + offset).astype(int)
+
+    for x, y in pixels(flat_p):
+        if 0 <= x < size and 0 <= y < size:
+            canvas[y, x] = (110, 110, 110)
+    for x, y in pixels(flat_c):
+        cv2.circle(canvas, (int(x), int(y)), 5, (0, 0, 220), -1, cv2.LINE_AA)
+    return canvas

@@ -15,7 +15,7 @@ import h5py
 import pytest
 
 from matchlab.cli import main
-from matchlab.report import safe_filename
+from matchlab.viz import safe_filename
 
 SACRE = "hloc_sacre_coeur/mapping"
 # SIFT (4096 keypoints, long side 1024) with mutual NN + Lowe's ratio 0.8 (hloc's NN-ratio):

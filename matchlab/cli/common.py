@@ -162,12 +162,14 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
 
 
 def add_extractor_arguments(p: argparse.ArgumentParser, default: str = "superpoint",
-                            keypoints: str = "the extractor's own") -> None:
-    """--features NAME, --max-keypoints N (`keypoints`: what its default is), --extractor-conf."""
+                            max_keypoints: int | None = None) -> None:
+    """--features NAME, --max-keypoints N (default `max_keypoints`; None: the extractor's
+    own), --extractor-conf."""
     p.add_argument("--features", default=default, choices=RegistryNames("extractor"),
                    metavar="NAME", help="local feature extractor: %(choices)s")
-    p.add_argument("--max-keypoints", type=int, default=None,
-                   help=f"keep the N best keypoints per image (default: {keypoints})")
+    p.add_argument("--max-keypoints", type=int, default=max_keypoints,
+                   help="keep the N best keypoints per image (default: "
+                        + ("%(default)s)" if max_keypoints else "the extractor's own)"))
     p.add_argument("--extractor-conf", nargs="+", metavar="KEY=VALUE",
                    help="other extractor options, e.g. detection_threshold=0.01")
 

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.benchmark in RETRIEVAL_BENCHMARKS:
         return _run_retrieval(args)
 
-    from ..evaluation.report import format_table
+    from ..evaluation.tables import format_table
     from ..registry import load_extractor, load_matcher
 
     benchmarks = list(EVAL_DATASETS) if args.benchmark == "all" else [args.benchmark]

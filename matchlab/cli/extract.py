@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..extractors import DEFAULT_MAX_KEYPOINTS
 from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_extractor_arguments,
                      image_names, list_names, note, parse_conf, print_summary, resolve_device)
 
@@ -12,7 +13,7 @@ from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_extr
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("image_dir", type=Path, help="folder of images (searched recursively)")
     p.add_argument("output", type=Path, help="features file (hloc layout); resumed if it exists")
-    add_extractor_arguments(p, keypoints="the extractor's own, 2048; 4096 for SIFT")
+    add_extractor_arguments(p, max_keypoints=DEFAULT_MAX_KEYPOINTS)
     p.add_argument("--resize", type=int, default=1024,
                    help="resize so that the long side is at most N px (0: keep the size); "
                         "keypoints are always stored in original-image pixels")

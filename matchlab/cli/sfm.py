@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..extractors import DEFAULT_MAX_KEYPOINTS
 from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_extractor_arguments,
                      add_gravity_argument, add_matcher_arguments, image_names, output_folder,
                      parse_conf, read_gravity_option, resolve_device)
@@ -14,7 +15,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("output_dir", type=Path,
                    help="features.h5, pairs.txt, matches.h5, database.db, sparse/ (COLMAP binary), "
                         "sparse_text/, points3D.ply, summary.json, report.html, plots/")
-    add_extractor_arguments(p)
+    add_extractor_arguments(p, max_keypoints=DEFAULT_MAX_KEYPOINTS)
     add_matcher_arguments(p)
     p.add_argument("--resize", type=int, default=1024,
                    help="resize so that the long side is at most N px (0: keep the size)")

@@ -74,8 +74,8 @@ class AffineGlue(Matcher):
     lo_iterations, tilt_grid_deg (essential: pitch / roll offsets in degrees tried around the
     gravity prior, e.g. (-45, -30, -15, 0, 15, 30, 45); (0,) trusts the prior),
     lo_ransac_seed (essential, default on: also start LO from pycolmap LO-RANSAC's pose on
-    the pools' first candidates, a hypothesis that does not depend on gravity; measured with
-    DISK + LightGlue pools: ScanNet AUC@5 4.1 -> 9.8, Strecha AUC@2 65.6 -> 95.2), scoring
+    the pools' first candidates, a hypothesis that does not depend on gravity; its effect is
+    measured in docs/affineglue.md), scoring
     ("magsac++" | "msac"; see matchlab.geometry.scoring), affines ("frames" | "neighbours"),
     num_neighbours, seed.
     """

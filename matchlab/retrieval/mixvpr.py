@@ -28,7 +28,7 @@ Checkpoint key layout (the official VPRModel's state dict, a plain dict of tenso
 A PyTorch-Lightning checkpoint ({"state_dict": ...}) is accepted too. The variant is read
 from the checkpoint's shapes. Files are loaded with torch.load(weights_only=True).
 
-License: the MixVPR repository has no license file (methods.md, section 4): the weights are not
+License: the MixVPR repository has no license file: the weights are not
 redistributed by matchlab; users download them from the authors.
 """
 from __future__ import annotations

@@ -19,7 +19,7 @@ most `max_training` descriptors sampled evenly from the images, so fitting costs
 ten images or a million. `save`/`load` keep it (with its options) in a .npz file so that a
 collection's descriptors stay comparable across resumed runs. The options here were chosen by
 measurement on the labelled mix of sample datasets (matchlab.evaluation.retrieval;
-benchmarks/vlad_choices.py prints the comparison, README "Retrieval" holds the table).
+benchmarks/vlad_choices.py prints the comparison, docs/results.md holds the table).
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ from .options import apply_options
 logger = logging.getLogger(__name__)
 
 __all__ = ["DatabaseError", "CAMERA_MODES", "create_database", "verify", "read_image_ids",
-           "import_verified",
+           "import_verified", "verified_inliers",
            "DEFAULT_VERIFICATION_OPTIONS"]
 
 CAMERA_MODES = ("auto", "single", "per_folder", "per_image")
@@ -357,3 +357,21 @@ def verify(db_path: str | os.PathLike,
                 "inliers", db_path, stats["pairs_verified"], stats["pairs_already_verified"],
                 stats["pairs_with_inliers"], stats["pairs_requested"])
     return stats
+
+
+def verified_inliers(db_path: str | Path, pairs: Sequence[tuple[str, str]]
+                     ) -> dict[tuple[str, str], np.ndarray]:
+    """{(name0, name1): [K, 2] keypoint index pairs} of the geometrically verified matches
+    (empty for a pair that is not in the database or was not verified)."""
+    import pycolmap
+
+    out = {}
+    with pycolmap.Database.open(str(db_path)) as db:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        for a, b in pairs:
+            if a not in ids or b not in ids or not db.exists_two_view_geometry(ids[a], ids[b]):
+                out[(a, b)] = np.zeros((0, 2), np.int64)
+                continue
+            inl = np.asarray(db.read_two_view_geometry(ids[a], ids[b]).inlier_matches, np.int64)
+            out[(a, b)] = inl.reshape(-1, 2)
+    return out

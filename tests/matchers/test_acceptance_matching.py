@@ -1,4 +1,4 @@
-"""Issue 2 acceptance: real weights on real images, scored against ground-truth homographies.
+"""Acceptance: real weights on real images, scored against ground-truth homographies.
 
 oxford_graf img1 -> img2 / img3 (viewpoint change of about 20 / 40 degrees), long side 640,
 1024 keypoints, mutual nearest neighbour. Measured on 2026-11-22 (CPU, torch 2.13):

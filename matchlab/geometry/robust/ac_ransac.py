@@ -15,7 +15,7 @@ Algorithm:
    gain of `scoring` at s = r^2 / thr^2 (matchlab.geometry.robust.scoring: "msac", 1 - s, the
    default; or "magsac++", StereoGlue's marginalisation over the noise scale with thr the
    0.99 quantile at sigma_max), sources with no such candidate contribute 0. MSAC is the
-   default (MAGSAC++ measured within noise of it on the benchmarks, not better).
+   default: MAGSAC++ measured no better (docs/affineglue.md).
 3. Local optimisation from the batch's best minimal model whenever it is the best so far,
    and from the batch's best minimal model at 4x the threshold whenever that loose score is
    the best so far (the minimal model of a noisy AC is often only roughly right: gating LO on
