@@ -42,7 +42,8 @@ def imported_modules(tree: ast.Module, name: str, is_package: bool, known: set[s
             visit(child)
 
     visit(tree)
-    return {m for m in found if m in known and m != name}
+    # a module's own packages are imported before it anyway: no edge to them
+    return {m for m in found if m in known and m != name and not name.startswith(m + ".")}
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -92,6 +93,8 @@ def test_relative_imports_resolve():
     tree = ast.parse("from . import b\nfrom ..c import d\nimport matchlab.e\n")
     known = {"matchlab.x.b", "matchlab.c", "matchlab.c.d", "matchlab.e"}
     assert imported_modules(tree, "matchlab.x.a", False, known) == known
+    lazy = ast.parse("def f():\n    from . import b\nif TYPE_CHECKING:\n    import matchlab.e\n")
+    assert imported_modules(lazy, "matchlab.x.a", False, known | {"matchlab.x"}) == {"matchlab.x.b"}
 
 
 def test_no_import_cycles():
