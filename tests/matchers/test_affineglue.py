@@ -79,6 +79,9 @@ def test_homography_from_pools(minimal, scoring):
                                    minimal=minimal, K0=K, K1=K, gravity0=s["g0"],
                                    gravity1=s["g1"], scoring=scoring, seed=0)
     assert np.array_equal(again.matches, res.matches) and np.array_equal(again.model, res.model)
+    geometry = res.geometry(len(s["x0"]))
+    assert geometry.model == "homography" and geometry.R is None
+    assert geometry.num_inliers == len(src) and geometry.inliers[src].all()
 
 
 @pytest.mark.parametrize("scoring", ["magsac++", "msac"])
@@ -92,6 +95,8 @@ def test_essential_from_pools(gravity, scoring):
                                 gravity0=g[0], gravity1=g[1], scoring=scoring, seed=0)
     assert pose_error(s["T"], res.R, res.t) < 2.0
     src, dst = res.matches.T
+    geometry = res.geometry(len(s["x0"]))
+    assert geometry.model == "essential" and pose_error(s["T"], geometry.R, geometry.t) < 2.0
     assert len(np.unique(dst)) == len(dst) and np.mean(src == dst) > 0.9
 
 

@@ -51,6 +51,7 @@ from ..primitives.epipolar import decompose_essential, essential_from_pose, samp
 from ..primitives.homography import transfer_sq
 from ..solvers.linear import essential_8pt, homography_dlt
 from ..solvers.minimal import essential_1ac_gravity, homography_1ac_affine, homography_1ac_gravity
+from .base import two_view_geometry
 from .pycolmap import essential_lo_ransac, refine_relative_pose
 from .scoring import Scoring
 
@@ -73,6 +74,14 @@ class ACRansacResult:
     models: int = 0
     lo_runs: int = 0
     info: dict = field(default_factory=dict)
+
+    def geometry(self, n0: int):
+        """The model as the shared `TwoViewGeometry`, inliers [n0] over image 0's keypoints
+        (True where a source keypoint has an inlier match)."""
+        inliers = np.zeros(n0, dtype=bool)
+        inliers[self.matches[:, 0]] = True
+        return two_view_geometry("homography" if self.R is None else "essential", self.model,
+                                 inliers, self.R, self.t)
 
 
 def _sort_pools(candidates: np.ndarray, scores: np.ndarray | None, acs: np.ndarray):
