@@ -7,6 +7,7 @@ from pathlib import Path
 from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_extractor_arguments,
                      add_gravity_argument, add_matcher_arguments, image_names, output_folder,
                      parse_conf, read_gravity_option, resolve_device)
+from ..errors import UsageError
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -37,11 +38,31 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_device_argument(p)
 
 
+def _check_before_work(args: argparse.Namespace) -> None:
+    """The mistakes that would otherwise surface only after extraction: a bad pairs spec or
+    pairs file, an unknown global descriptor or camera model, a bad gravity file, no images."""
+    import pycolmap
+
+    from ..retrieval.pairs import parse_pairs_spec
+    from ..retrieval.select import resolve_global_method
+
+    parts = parse_pairs_spec(args.pairs)
+    if parts[0][0] == "file" and not Path(parts[0][1]).is_file():
+        raise UsageError(f"--pairs {args.pairs}: pairs file not found")
+    if any(kind == "retrieval" for kind, _ in parts):
+        resolve_global_method(args.global_descriptor)
+    models = sorted(m for m in pycolmap.CameraModelId.__members__ if m != "INVALID")
+    if args.camera_model not in models:
+        raise UsageError(f"unknown --camera-model {args.camera_model!r}; COLMAP's: "
+                         f"{', '.join(models)}")
+    read_gravity_option(args.gravity)
+    image_names(args.image_dir)
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit status 1 when no image was registered (fewer than two readable images is a
     `ReconstructionError`)."""
     from ..pipeline import SfMConfig, run_sfm
-    from ..retrieval.pairs import parse_pairs_spec
 
     config = SfMConfig(
         features=args.features, matcher=args.matcher, pairs=args.pairs, mapper=args.mapper,
@@ -53,9 +74,7 @@ def run(args: argparse.Namespace) -> int:
         gravity_file=str(args.gravity) if args.gravity else None)
     if args.max_keypoints is not None:
         config.max_keypoints = args.max_keypoints
-    parse_pairs_spec(args.pairs)  # a bad spec fails before any work
-    read_gravity_option(args.gravity)
-    image_names(args.image_dir)
+    _check_before_work(args)
     output_folder(args.output_dir, "OUTPUT_DIR")
     summary = run_sfm(args.image_dir, args.output_dir, config, device=resolve_device(args.device),
                       plots=args.plots, log=lambda line: print(line, flush=True))
