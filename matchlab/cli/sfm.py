@@ -11,6 +11,8 @@ from ..errors import UsageError
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
+    from ..retrieval.pairs import SPEC_FORMS  # a light module: the spec grammar
+
     p.add_argument("image_dir", type=Path, help="folder of images (searched recursively)")
     p.add_argument("output_dir", type=Path,
                    help="features.h5, pairs.txt, matches.h5, database.db, sparse/ (COLMAP binary), "
@@ -19,9 +21,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_matcher_arguments(p)
     p.add_argument("--resize", type=int, default=1024,
                    help="resize so that the long side is at most N px (0: keep the size)")
-    p.add_argument("--pairs", default="exhaustive",
-                   help="exhaustive | sequential:N | file:PATH | retrieval:K | "
-                        "sequential:N+retrieval:K")
+    p.add_argument("--pairs", default="exhaustive", metavar="SPEC", help=SPEC_FORMS)
     p.add_argument("--global", dest="global_descriptor", default="auto",
                    help="global descriptor for retrieval pairs: auto, mixvpr or vlad")
     p.add_argument("--mapper", default="incremental", choices=("incremental", "global"))
