@@ -231,6 +231,22 @@ def load_checkpoint(name: str | os.PathLike) -> dict:
     return checkpoint
 
 
+def load_weights_into(module, name: str | os.PathLike, convert: Callable[[dict], dict] | None = None,
+                      strict: bool = True):
+    """Load the checkpoint `name` (see `load_checkpoint`) into the torch module `module`.
+
+    convert: maps the checkpoint dict to the module's state dict (e.g. picks a sub-dict).
+    A checkpoint of another model (missing, unexpected or mis-shaped keys) is a WeightsError
+    naming the file; returns what `load_state_dict` returns."""
+    state = load_checkpoint(name)
+    try:
+        return module.load_state_dict(convert(state) if convert else state, strict=strict)
+    except (RuntimeError, KeyError) as e:
+        detail = " ".join(str(e).split())
+        raise WeightsError(f"checkpoint {name} does not fit {type(module).__name__}: "
+                           f"{detail[:300]}{'...' if len(detail) > 300 else ''}") from e
+
+
 def verify_cached(cache: Path | None = None) -> dict[str, str]:
     """Status of each registered file in the cache: 'ok', 'missing' or 'corrupt'."""
     folder = cache or cache_dir()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .common import (EXIT_OK, Command, add_device_argument, add_extractor_arguments,
                      add_matcher_arguments, output_folder, parse_conf, resolve_device)
+from ..errors import UsageError
 
 DEFAULT_RESIZE = {"homography": 640, "reconstruction": 1024}
 EVAL_DATASETS = {
@@ -19,6 +20,15 @@ EVAL_DATASETS = {
 
 
 RETRIEVAL_BENCHMARKS = ("retrieval", "sfm-pairs")
+SFM_PAIRS_SCENES = ("sacre_coeur", "fountain")
+
+
+def _check_datasets(asked: list[str] | None, known) -> None:
+    """--dataset names the benchmark does not have are a UsageError (not an empty run)."""
+    unknown = [d for d in asked or [] if d not in known]
+    if unknown:
+        raise UsageError(f"--dataset {' '.join(unknown)}: not in this benchmark; it has "
+                         f"{', '.join(known)}")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -70,7 +80,8 @@ def _run_retrieval(args: argparse.Namespace) -> int:
             print(f"  {group:<32} R@1 {numbers['R@1']:.3f}  mAP {numbers['mAP']:.3f}")
         results = [result]
     else:
-        scenes = args.dataset or ["sacre_coeur", "fountain"]
+        scenes = args.dataset or list(SFM_PAIRS_SCENES)
+        _check_datasets(scenes, SFM_PAIRS_SCENES)
         results = []
         for scene in scenes:
             result = ev.evaluate_sfm_pairs(
@@ -97,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from ..registry import load_extractor, load_matcher
 
     benchmarks = list(EVAL_DATASETS) if args.benchmark == "all" else [args.benchmark]
+    _check_datasets(args.dataset, [d for b in benchmarks for d in EVAL_DATASETS[b]])
     extractor_conf = parse_conf(args.extractor_conf, "--extractor-conf")
     if args.max_keypoints is not None:
         extractor_conf["max_keypoints"] = args.max_keypoints

@@ -8,9 +8,12 @@ from ..extractors import DEFAULT_MAX_KEYPOINTS
 from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_extractor_arguments,
                      add_gravity_argument, add_matcher_arguments, image_names, output_folder,
                      parse_conf, read_gravity_option, resolve_device)
+from ..errors import UsageError
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
+    from ..retrieval.pairs import SPEC_FORMS  # a light module: the spec grammar
+
     p.add_argument("image_dir", type=Path, help="folder of images (searched recursively)")
     p.add_argument("output_dir", type=Path,
                    help="features.h5, pairs.txt, matches.h5, database.db, sparse/ (COLMAP binary), "
@@ -19,9 +22,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_matcher_arguments(p)
     p.add_argument("--resize", type=int, default=1024,
                    help="resize so that the long side is at most N px (0: keep the size)")
-    p.add_argument("--pairs", default="exhaustive",
-                   help="exhaustive | sequential:N | file:PATH | retrieval:K | "
-                        "sequential:N+retrieval:K")
+    p.add_argument("--pairs", default="exhaustive", metavar="SPEC", help=SPEC_FORMS)
     p.add_argument("--global", dest="global_descriptor", default="auto",
                    help="global descriptor for retrieval pairs: auto, mixvpr or vlad")
     p.add_argument("--mapper", default="incremental", choices=("incremental", "global"))
@@ -38,11 +39,31 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_device_argument(p)
 
 
+def _check_before_work(args: argparse.Namespace) -> None:
+    """The mistakes that would otherwise surface only after extraction: a bad pairs spec or
+    pairs file, an unknown global descriptor or camera model, a bad gravity file, no images."""
+    import pycolmap
+
+    from ..retrieval.pairs import parse_pairs_spec
+    from ..retrieval.select import resolve_global_method
+
+    parts = parse_pairs_spec(args.pairs)
+    if parts[0][0] == "file" and not Path(parts[0][1]).is_file():
+        raise UsageError(f"--pairs {args.pairs}: pairs file not found")
+    if any(kind == "retrieval" for kind, _ in parts):
+        resolve_global_method(args.global_descriptor)
+    models = sorted(m for m in pycolmap.CameraModelId.__members__ if m != "INVALID")
+    if args.camera_model not in models:
+        raise UsageError(f"unknown --camera-model {args.camera_model!r}; COLMAP's: "
+                         f"{', '.join(models)}")
+    read_gravity_option(args.gravity)
+    image_names(args.image_dir)
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit status 1 when no image was registered (fewer than two readable images is a
     `ReconstructionError`)."""
     from ..pipeline import SfMConfig, run_sfm
-    from ..retrieval.pairs import parse_pairs_spec
 
     config = SfMConfig(
         features=args.features, matcher=args.matcher, pairs=args.pairs, mapper=args.mapper,
@@ -54,9 +75,7 @@ def run(args: argparse.Namespace) -> int:
         gravity_file=str(args.gravity) if args.gravity else None)
     if args.max_keypoints is not None:
         config.max_keypoints = args.max_keypoints
-    parse_pairs_spec(args.pairs)  # a bad spec fails before any work
-    read_gravity_option(args.gravity)
-    image_names(args.image_dir)
+    _check_before_work(args)
     output_folder(args.output_dir, "OUTPUT_DIR")
     summary = run_sfm(args.image_dir, args.output_dir, config, device=resolve_device(args.device),
                       plots=args.plots, log=lambda line: print(line, flush=True))

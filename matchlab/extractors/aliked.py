@@ -13,7 +13,7 @@ import kornia.feature as KF
 from torch import Tensor
 
 from ..registry import ConfigError
-from ..weights import WeightsError, load_checkpoint
+from ..weights import WeightsError, load_weights_into
 from .base import Extractor, top_k
 
 MODELS = ("n16", "n32")
@@ -47,7 +47,7 @@ class ALIKED(Extractor):
                                detection_threshold=self.conf["detection_threshold"],
                                nms_radius=self.conf["nms_radius"])
         weights = self.conf["weights"] or f"aliked-{name}.pth"
-        missing, unexpected = self.model.load_state_dict(load_checkpoint(weights), strict=False)
+        missing, unexpected = load_weights_into(self.model, weights, strict=False)
         if unexpected or set(missing) - _BUILT_BUFFERS:
             raise WeightsError(f"{weights} does not fit ALIKED-{name}: missing "
                                f"{sorted(set(missing) - _BUILT_BUFFERS)}, unexpected {unexpected}")

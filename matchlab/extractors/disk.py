@@ -12,7 +12,7 @@ from typing import Any
 import kornia.feature as KF
 from torch import Tensor
 
-from ..weights import load_checkpoint
+from ..weights import load_weights_into
 from .base import Extractor, top_k
 
 
@@ -34,8 +34,8 @@ class DISK(Extractor):
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
         self.model = KF.DISK(desc_dim=128)
-        checkpoint = load_checkpoint(self.conf["weights"])
-        self.model.load_state_dict(checkpoint.get("extractor", checkpoint), strict=True)
+        load_weights_into(self.model, self.conf["weights"],
+                          convert=lambda checkpoint: checkpoint.get("extractor", checkpoint))
         self.eval()
 
     def detect(self, images: Tensor) -> list[dict[str, Tensor]]:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..weights import load_checkpoint
+from ..weights import WeightsError, load_weights_into
 
 LAF_MODES = (None, "affnet", "affnet-upright")
 MR_SIZE = 6.0        # frame radius in units of the characteristic sigma (SIFT / kornia)
@@ -145,12 +145,11 @@ class AffineFrames(nn.Module):
 
 
 def _load(module: nn.Module, name: str) -> None:
-    state = load_checkpoint(name)
-    state = state.get("state_dict", state)
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing, unexpected = load_weights_into(module, name, strict=False,
+                                            convert=lambda state: state.get("state_dict", state))
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise RuntimeError(f"{name}: missing keys {missing}, unexpected keys {unexpected}")
+        raise WeightsError(f"{name}: missing keys {missing}, unexpected keys {unexpected}")
 
 
 def to_gray(images: Tensor) -> Tensor:

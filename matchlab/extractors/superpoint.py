@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import ConfigError
-from ..weights import load_checkpoint
+from ..weights import load_weights_into
 from .base import Extractor
 
 CELL = 8  # the encoder's stride: one detector / descriptor cell is CELL x CELL pixels
@@ -106,7 +106,7 @@ class SuperPoint(Extractor):
         self.convPa, self.convPb = conv(c4, c5), conv(c5, CELL * CELL + 1, k=1)
         self.convDa, self.convDb = conv(c4, c5), conv(c5, dim, k=1)
         if self.conf["weights"] is not None:
-            self.load_state_dict(load_checkpoint(self.conf["weights"]), strict=True)
+            load_weights_into(self, self.conf["weights"])
         # oneDNN's convolutions run ~1.4x faster on CPU with channels-last weights (measured on
         # 1024x768; outputs differ by ~1e-6); the values and the state_dict keys are unchanged.
         self.to(memory_format=torch.channels_last)

@@ -226,7 +226,10 @@ def spec_part_pairs(kind: str, arg: "int | str | None", names: Sequence[str]) ->
     if kind == "sequential":
         return sequential_pairs(names, int(arg))
     if kind == "file":
-        pairs = dedupe_pairs(read_pairs_file(arg))
+        try:
+            pairs = dedupe_pairs(read_pairs_file(arg))
+        except (OSError, UnicodeDecodeError) as e:
+            raise PairsFileError(f"pairs spec file:{arg}: cannot read it: {e}") from None
         known = set(names)
         unknown = sorted({n for p in pairs for n in p if n not in known})
         if unknown:

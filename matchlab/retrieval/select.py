@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
 from .pairs import Pair, dedupe_pairs, parse_pairs_spec, spec_part_pairs
 
 __all__ = ["select_pairs", "retrieval_pairs", "compute_global_descriptors",
@@ -146,8 +147,8 @@ def resolve_global_method(method: str) -> tuple[str, Path | None]:
     if kind == "auto" and not sep:
         path = find_mixvpr_checkpoint()
         return ("mixvpr", path) if path is not None else ("vlad", None)
-    raise ValueError(f"bad global descriptor {method!r}: expected auto, vlad, mixvpr or "
-                     f"mixvpr:PATH")
+    raise ConfigError(f"bad global descriptor {method!r}: expected auto, vlad, mixvpr or "
+                      f"mixvpr:PATH")
 
 
 def _vlad_vocabulary(features_path: Path, names: Sequence[str], vocab_path: Path):

@@ -115,6 +115,7 @@ def test_pairs_output_that_is_a_folder(descriptors, tmp_path):
                    f"cannot write pairs file {tmp_path / 'pairs.txt'}: Is a directory")
 
 
+@pytest.mark.slow  # a subprocess that loads torch: about 10 s on a busy machine
 def test_pairs_output_without_permission(descriptors, tmp_path):
     """A folder the user may not write to: the message says so, and nothing is left there."""
     locked = tmp_path / "locked"
@@ -154,3 +155,35 @@ def test_foreign_npz_as_vlad_vocabulary(folders, tmp_path, capsys):
                     "--features", features, "--global", "vlad", "--pairs", "retrieval:1")
     one_line_error(proc, f"{vocabulary} is not a VLAD vocabulary written by matchlab")
     assert np.load(vocabulary)["weights"].shape == (3, 3)  # left as it was
+
+
+def test_checkpoint_of_another_model(folders, tmp_path, shared_weights, capsys):
+    weights = shared_weights / "AffNet.pth"
+    assert main(["extract", str(folders / "good"), str(tmp_path / "f.h5"), "--features",
+                 "superpoint", "--extractor-conf", f"weights={weights}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"matchlab: error: checkpoint {weights} does not fit SuperPoint: ")
+    assert err.count("\n") == 1
+
+
+def test_sfm_refuses_bad_options_before_any_work(folders, tmp_path, capsys):
+    """Mistakes that would surface only after extraction are refused at once."""
+    cases = {("--pairs", f"file:{tmp_path / 'nope.txt'}"): "pairs file not found",
+             ("--pairs", "retrieval:2", "--global", "netvlad"): "bad global descriptor 'netvlad'",
+             ("--camera-model", "PINHOLES"): "unknown --camera-model 'PINHOLES'",
+             ("--gravity", str(folders / "good" / "sacre_coeur1.jpg")): "--gravity: "}
+    for options, message in cases.items():
+        out = tmp_path / "sfm"
+        assert main(["sfm", str(folders / "good"), str(out), *SIFT, *options]) == 1, options
+        err = capsys.readouterr().err
+        assert err.startswith("matchlab: error: ") and message in err, (options, err)
+        assert not out.exists()
+
+
+def test_eval_refuses_a_dataset_the_benchmark_lacks(tmp_path, capsys):
+    assert main(["eval", "homography", "--dataset", "oxford_grafitti", "--output",
+                 str(tmp_path)]) == 1
+    assert "--dataset oxford_grafitti: not in this benchmark; it has oxford_graf, evd" in \
+        capsys.readouterr().err
+    assert main(["eval", "sfm-pairs", "--dataset", "sacre", "--output", str(tmp_path)]) == 1
+    assert "it has sacre_coeur, fountain" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 fallback on the labelled mix, `matchlab pairs`, and SfM from retrieval:5 pairs vs exhaustive."""
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -232,3 +233,19 @@ def test_sfm_retrieval5_matches_exhaustive(scene, datasets_root, tmp_path, recor
         assert re_["median_error_rel"] < 0.01
     else:  # no GT: the exhaustive model is the reference (measured: 1.1 % of the extent)
         assert re_["median_error_rel"] < 0.05
+
+
+@pytest.mark.parametrize("content", ["garbage", "other arrays", "bad centroids"])
+def test_vlad_load_refuses_a_foreign_npz(tmp_path, content):
+    from matchlab.errors import WeightsError
+    from matchlab.retrieval.vlad import VLAD
+
+    path = tmp_path / "vocabulary.npz"
+    if content == "garbage":
+        path.write_bytes(b"PK\x03\x04 not really a zip archive")
+    elif content == "other arrays":
+        np.savez(path, weights=np.ones((3, 3)))
+    else:
+        np.savez(path, conf=np.array(json.dumps(VLAD.default_conf)), centroids=np.arange(4))
+    with pytest.raises(WeightsError, match=f"{path} is not a VLAD vocabulary written by matchlab"):
+        VLAD.load(path)
