@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from ..errors import ConfigError
 from ..geometry.primitives.homography import reprojection_errors
 from ..geometry.robust import ESTIMATORS
 from .metrics import corner_error, error_auc
@@ -32,7 +33,7 @@ def evaluate_homography(dataset: str, extractor, matcher, estimators: Sequence[s
 
     unknown = [e for e in estimators if e not in ESTIMATORS["homography"] and e != MATCHER_ESTIMATOR]
     if unknown:
-        raise ValueError(f"unknown homography estimator(s) {unknown}; available: "
+        raise ConfigError(f"unknown homography estimator(s) {unknown}; available: "
                          f"{', '.join(ESTIMATORS['homography'])}")
     cache: dict = {}
 

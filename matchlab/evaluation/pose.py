@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..errors import ConfigError
 from ..geometry.primitives.camera import scale_intrinsics
 from ..geometry.robust import get_estimator
 from ..images import ImageError, array_to_tensor, target_size
@@ -85,16 +86,16 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
     from ..pipeline import check_gravity
 
     if dataset not in POSE_PROTOCOLS:
-        raise ValueError(f"no pose protocol for {dataset!r}; available: {', '.join(POSE_PROTOCOLS)}")
+        raise ConfigError(f"no pose protocol for {dataset!r}; available: {', '.join(POSE_PROTOCOLS)}")
     if extractor.conf.get("resize") is not None:
-        raise ValueError("build the extractor with resize=None for pose evaluation: the protocol "
+        raise ConfigError("build the extractor with resize=None for pose evaluation: the protocol "
                          f"resizes images itself (got resize={extractor.conf['resize']!r})")
     protocol = POSE_PROTOCOLS[dataset]
     threshold = protocol.threshold_px if threshold_px is None else threshold_px
     functions = {name: None if name == MATCHER_ESTIMATOR else get_estimator("essential", name)
                  for name in estimators}
     if MATCHER_ESTIMATOR in functions and not matcher.capabilities.estimates:
-        raise ValueError(f"estimator {MATCHER_ESTIMATOR!r} takes the pose from the matcher, and "
+        raise ConfigError(f"estimator {MATCHER_ESTIMATOR!r} takes the pose from the matcher, and "
                          f"{type(matcher).__name__} estimates none (use e.g. affineglue)")
     check_gravity(matcher, gravity)
     image_dir = dataset_path(dataset) / "images"
@@ -103,7 +104,7 @@ def evaluate_pose(dataset: str, extractor, matcher, estimators: Sequence[str] = 
         known = {(p.name0, p.name1): p for p in pairs}
         missing = [f"{a} {b}" for a, b in only_pairs if (a, b) not in known]
         if missing:
-            raise ValueError(f"{dataset} has no pose pair {', '.join(missing)}")
+            raise ConfigError(f"{dataset} has no pose pair {', '.join(missing)}")
         pairs = [known[tuple(p)] for p in only_pairs]
 
     cache: dict[str, tuple] = {} if feature_cache is None else feature_cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from ..errors import ConfigError
 
 RECONSTRUCTION_DATASETS = {
     # fountain-P11 is one camera without EXIF: share its intrinsics ("single")
@@ -26,7 +27,7 @@ def evaluate_reconstruction(dataset: str, config, output_dir: str | Path,
     from ..sfm import align_and_compare, read_model
 
     if dataset not in RECONSTRUCTION_DATASETS:
-        raise ValueError(f"no reconstruction ground truth for {dataset!r}; available: "
+        raise ConfigError(f"no reconstruction ground truth for {dataset!r}; available: "
                          f"{', '.join(RECONSTRUCTION_DATASETS)}")
     setup = RECONSTRUCTION_DATASETS[dataset]
     config = replace(config, camera_mode=setup["camera_mode"])

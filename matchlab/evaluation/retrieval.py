@@ -34,6 +34,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
+
 __all__ = ["MixImage", "labelled_mix", "retrieval_metrics", "evaluate_retrieval",
            "evaluate_sfm_pairs", "MIX_DATASETS"]
 
@@ -79,7 +81,7 @@ def _label(dataset: str, rel: str) -> str | None | bool:
         if rel in _VPR_TOY_SCENES:
             return _VPR_TOY_SCENES[rel]
         return None if rel.startswith("database/") else False
-    raise ValueError(f"{dataset!r} is not part of the labelled mix; known: {MIX_DATASETS}")
+    raise ConfigError(f"{dataset!r} is not part of the labelled mix; known: {MIX_DATASETS}")
 
 
 def labelled_mix(datasets: Sequence[str] = MIX_DATASETS,
@@ -104,7 +106,7 @@ def labelled_mix(datasets: Sequence[str] = MIX_DATASETS,
             if label is not False:
                 images.append(MixImage(f"{dataset}/{rel}", dataset, label))
     if len(roots) != 1:
-        raise ValueError(f"the datasets lie in several folders {sorted(map(str, roots))}; "
+        raise ConfigError(f"the datasets lie in several folders {sorted(map(str, roots))}; "
                          f"pass root=")
     return roots.pop(), sorted(images, key=lambda im: im.name)
 
@@ -228,7 +230,7 @@ def evaluate_sfm_pairs(scene: str = "sacre_coeur", k: int = 5,
     from ..sfm import align_and_compare, camera_centres, read_model
 
     if scene not in _SFM_SCENES:
-        raise ValueError(f"scene must be one of {sorted(_SFM_SCENES)}, got {scene!r}")
+        raise ConfigError(f"scene must be one of {sorted(_SFM_SCENES)}, got {scene!r}")
     dataset, sub = _SFM_SCENES[scene]
     if root is not None:
         image_dir = Path(root) / dataset / sub
