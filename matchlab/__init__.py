@@ -19,12 +19,17 @@ __version__ = "0.1.0"
 _LAZY = {
     "Features": ".types",
     "Matches": ".types",
+    "TwoViewGeometry": ".types",
+    "Extractor": ".extractors.base",
+    "Matcher": ".matchers.base",
+    "MatcherCapabilities": ".matchers.base",
     "read_image": ".images",
     "load_extractor": ".registry",
     "load_matcher": ".registry",
 }
 
-__all__ = ["Features", "Matches", "MatchlabError", "ImageError", "ShapeError", "ConfigError",
+__all__ = ["Features", "Matches", "TwoViewGeometry", "Extractor", "Matcher", "MatcherCapabilities",
+           "MatchlabError", "ImageError", "ShapeError", "ConfigError",
            "read_image", "load_extractor", "load_matcher"]
 
 
