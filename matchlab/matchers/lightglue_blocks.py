@@ -243,15 +243,17 @@ def run_network(net: nn.Module, desc0: Tensor, pos0: Tensor, desc1: Tensor, pos1
         if i == N_LAYERS - 1 or not (early or prune):
             continue
         lam = confidence_threshold(i)
-        c0, c1 = net.token_confidence[i](x0), net.token_confidence[i](x1)
-        if early and 1.0 - float((torch.cat([c0, c1]) < lam).sum()) / (n0 + n1) > depth_confidence:
-            break
+        c0 = c1 = None
+        if early:  # stop when enough tokens are confident (M + N: the original counts)
+            c0, c1 = net.token_confidence[i](x0), net.token_confidence[i](x1)
+            if 1.0 - float((torch.cat([c0, c1]) < lam).sum()) / (n0 + n1) > depth_confidence:
+                break
         if prune:
             kept = []
             for x, c, enc, ind in ((x0, c0, enc0, ind0), (x1, c1, enc1, ind1)):
                 if x.shape[0] > pruning_min:
                     keep = net.log_assignment[i].get_matchability(x) > 1 - width_confidence
-                    if early:
+                    if c is not None:
                         keep |= c <= lam           # unconfident points are never pruned
                     x, enc, ind = x[keep], (enc[0][keep], enc[1][keep]), ind[keep]
                 kept.append((x, enc, ind))
