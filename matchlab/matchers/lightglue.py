@@ -1,4 +1,4 @@
-"""LightGlue (Lindenberger, Sarlin, Pollefeys, ICCV 2023): the matcher, loading the official weights.
+"""LightGlue (Lindenberger, Sarlin, Pollefeys, ICCV 2023): the matcher, with the official weights.
 
 Three modules: ``lightglue_blocks`` holds the network written against the paper (one
 ``forward`` per block, ``run_network`` for a pair), ``lightglue_packed`` the fast engine
@@ -32,13 +32,10 @@ from ..weights import load_checkpoint
 from .attention import PRECISIONS
 from .base import Matcher, MatcherCapabilities, split_candidates
 from .lightglue_blocks import (DIM, FEATURES, N_LAYERS, MatchAssignment, PositionalEncoding,
-                               TokenConfidence, TransformerLayer, confidence_threshold,
-                               no_matches, official_state_dict, positional_inputs, run_network,
-                               to_matches)
+                               TokenConfidence, TransformerLayer, image_inputs, no_matches,
+                               official_state_dict, run_network, to_matches)
 from .lightglue_packed import PackedEngine
 from .rotation import ANGLES, rotate_features
-
-__all__ = ["LightGlue", "FEATURES", "confidence_threshold", "official_state_dict"]
 
 # official pruning_keypoint_thresholds: prune only images with more points than this
 _PRUNING_MIN = {"cpu": -1, "mps": -1, "cuda": 1536}
@@ -156,12 +153,8 @@ class LightGlue(Matcher):
         n0, n1 = len(feats0), len(feats1)
         if n0 == 0 or n1 == 0:
             return no_matches(n0, n1, 0, top_k)
-        dev = self.device
-        for f in (feats0, feats1):
-            if not (torch.isfinite(f.descriptors).all() and torch.isfinite(f.keypoints).all()):
-                raise ValueError("LightGlue: keypoints and descriptors must be finite")
-        desc0, desc1 = (f.descriptors.to(dev, torch.float32) for f in (feats0, feats1))
-        pos0, pos1 = (positional_inputs(f, self.add_scale_ori, dev) for f in (feats0, feats1))
+        (desc0, pos0), (desc1, pos1) = (image_inputs(f, self.add_scale_ori, self.device)
+                                        for f in (feats0, feats1))
         scores, ind0, ind1, stop = run_network(self, desc0, pos0, desc1, pos1, **self._options())
         return to_matches(scores, ind0, ind1, n0, n1, stop, top_k, float(self.conf["filter_threshold"]))
 

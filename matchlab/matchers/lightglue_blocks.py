@@ -69,10 +69,14 @@ def official_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 # --------------------------------------------------------------------------- positions
-def positional_inputs(f: Features, add_scale_ori: bool, device: torch.device) -> Tensor:
-    """[N, 2] (or [N, 4] with scale and orientation) float32 positional inputs: keypoints
-    normalised so that the long side of the image spans [-1, 1]; for SIFT, the DoG sigma
-    (pixels) and the orientation (radians) read from ``Features.lafs``."""
+def image_inputs(f: Features, add_scale_ori: bool, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The network's inputs for one image, float32 on ``device``: descriptors [N, D] and
+    positions [N, 2] (or [N, 4] with scale and orientation): keypoints normalised so that
+    the long side of the image spans [-1, 1]; for SIFT, the DoG sigma (pixels) and the
+    orientation (radians) read from ``Features.lafs``."""
+    desc = f.descriptors.to(device, torch.float32)
+    if not (torch.isfinite(desc).all() and torch.isfinite(f.keypoints).all()):
+        raise ValueError("LightGlue: keypoints and descriptors must be finite")
     w, h = f.image_size
     kp = f.keypoints.to(device, torch.float32)
     size = kp.new_tensor([float(w), float(h)])
@@ -83,7 +87,7 @@ def positional_inputs(f: Features, add_scale_ori: bool, device: torch.device) ->
         from ..geometry.laf import scale_ori_from_lafs
         scales, oris = scale_ori_from_lafs(f.lafs.to(device, torch.float32))
         p = torch.cat([p, scales[:, None], oris[:, None]], -1)
-    return p
+    return desc, p
 
 
 def rotate_half(t: Tensor) -> Tensor:
@@ -223,7 +227,7 @@ def run_network(net: nn.Module, desc0: Tensor, pos0: Tensor, desc1: Tensor, pos1
 
     net: a module with ``input_proj``, ``posenc``, ``transformers``, ``log_assignment`` and
     ``token_confidence`` (``LightGlue``). desc [N, input_dim], pos [N, M] positional inputs
-    (``positional_inputs``), float32. depth / width_confidence <= 0 disable early exit /
+    (``image_inputs``), float32. depth / width_confidence <= 0 disable early exit /
     pruning; an image is pruned only while it has more than ``pruning_min`` points.
     Returns (log P [m, n] of the exit layer over the m, n points left, their indices
     ind0 [m], ind1 [n] into the inputs, the number of layers run); m or n is 0 when
@@ -239,15 +243,17 @@ def run_network(net: nn.Module, desc0: Tensor, pos0: Tensor, desc1: Tensor, pos1
         if i == N_LAYERS - 1 or not (early or prune):
             continue
         lam = confidence_threshold(i)
-        c0, c1 = net.token_confidence[i](x0), net.token_confidence[i](x1)
-        if early and 1.0 - float((torch.cat([c0, c1]) < lam).sum()) / (n0 + n1) > depth_confidence:
-            break
+        c0 = c1 = None
+        if early:  # stop when enough tokens are confident (M + N: the original counts)
+            c0, c1 = net.token_confidence[i](x0), net.token_confidence[i](x1)
+            if 1.0 - float((torch.cat([c0, c1]) < lam).sum()) / (n0 + n1) > depth_confidence:
+                break
         if prune:
             kept = []
             for x, c, enc, ind in ((x0, c0, enc0, ind0), (x1, c1, enc1, ind1)):
                 if x.shape[0] > pruning_min:
                     keep = net.log_assignment[i].get_matchability(x) > 1 - width_confidence
-                    if early:
+                    if c is not None:
                         keep |= c <= lam           # unconfident points are never pruned
                     x, enc, ind = x[keep], (enc[0][keep], enc[1][keep]), ind[keep]
                 kept.append((x, enc, ind))

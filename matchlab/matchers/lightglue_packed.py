@@ -38,7 +38,7 @@ from ..types import Features, Matches
 from .attention import (DerivedWeights, add_residual, attention, fuse_attention_layer, linear_weight,
                         rotate_half_rows, split_heads)
 from .lightglue_blocks import (DIM, HEAD_DIM, HEADS, N_LAYERS, CrossBlock, SelfBlock,
-                               confidence_threshold, no_matches, positional_inputs, to_matches)
+                               confidence_threshold, image_inputs, no_matches, to_matches)
 
 _CACHE_IMAGES = 32
 
@@ -165,10 +165,8 @@ class PackedEngine:
         xs, cs, ss, segments, start = [], [], [], [], 0
         for i in todo:
             f = images[i]
-            d = f.descriptors.to(device, torch.float32)
-            if not (torch.isfinite(d).all() and torch.isfinite(f.keypoints).all()):
-                raise ValueError("LightGlue: keypoints and descriptors must be finite")
-            cos, sin = net.posenc(positional_inputs(f, net.add_scale_ori, device))
+            d, p = image_inputs(f, net.add_scale_ori, device)
+            cos, sin = net.posenc(p)
             xs.append(net.input_proj(d))
             cs.append(cos)
             ss.append(sin)

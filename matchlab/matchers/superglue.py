@@ -223,7 +223,7 @@ class SuperGlue(Matcher):
       precision: "auto" | "float32" | "bfloat16" | "float16": dtype of the attention
                  network's matmuls, meant for GPUs. "auto" is float32, or on a GPU the dtype of
                  an enclosing torch.autocast (on the CPU it stays float32: CPUs without bf16
-                 units run bf16 matmuls tens of times slower). The residual stream, the final
+                 units run bf16 matmuls much slower). The residual stream, the final
                  projection, the score matrix and Sinkhorn are always float32, and an
                  enclosing autocast never changes them.
     """
