@@ -17,9 +17,9 @@ matching and robust estimation from one-to-many affine correspondences. Our impl
 2. Affine correspondences: `affines="frames"` (default), A = A1 A0^-1 from the features' local
    affine frames (`Features.lafs`: SIFT's own frames, or `lafs="affnet"` on any extractor);
    `affines="neighbours"`, A fitted (robustly) to the base matcher's matches of the
-   `num_neighbours` nearest matched keypoints (`matchlab.geometry.affine.neighbour_affines`;
+   `num_neighbours` nearest matched keypoints (`matchlab.geometry.primitives.affine.neighbour_affines`;
    no frames needed).
-3. `matchlab.geometry.ac_ransac`: hypotheses from single ACs (1AC + gravity solvers), guided
+3. `matchlab.geometry.robust.ac_ransac`: hypotheses from single ACs (1AC + gravity solvers), guided
    matching (each source takes the first candidate of its pool consistent with the model),
    local optimisation, final least squares; one-to-one inlier matches.
 Output: Matches with only the inlier matches (scores0 = the base matcher's score of the chosen
@@ -34,7 +34,7 @@ K0, K1 ([3, 3], pixels of the ORIGINAL images, i.e. of Features.keypoints), or c
 Without them a guess is used: focal 1.2 max(W, H), principal point at the image centre
 (`matchlab.geometry.primitives.camera.default_intrinsics`).
 Gravity: down direction in each camera's coordinates (x right, y down, z forward): call
-arguments gravity0 / gravity1, or conf; `read_gravity(file)` reads a file of
+arguments gravity0 / gravity1, or conf; `matchlab.io.gravity.read_gravity(file)` reads a file of
 "image_name gx gy gz" lines (`matchlab match|sfm --gravity FILE`); None = upright camera
 (0, 1, 0). The upright prior only seeds
 the hypotheses: local optimisation fits general models.
@@ -52,7 +52,6 @@ from ..geometry.primitives.affine import neighbour_affines, pool_affines
 from ..geometry.primitives.camera import default_intrinsics
 from ..geometry.robust.ac_ransac import estimate_essential_ac, estimate_homography_ac
 from ..geometry.robust.scoring import SCORINGS
-from ..io.gravity import read_gravity  # noqa: F401  (part of this module's API)
 from ..registry import ConfigError, load_matcher, resolve
 from ..types import Features, Matches, TwoViewGeometry
 from .base import Matcher, MatcherCapabilities
@@ -76,7 +75,7 @@ class AffineGlue(Matcher):
     lo_ransac_seed (essential, default on: also start LO from pycolmap LO-RANSAC's pose on
     the pools' first candidates, a hypothesis that does not depend on gravity; its effect is
     measured in docs/affineglue.md), scoring
-    ("magsac++" | "msac"; see matchlab.geometry.scoring), affines ("frames" | "neighbours"),
+    ("magsac++" | "msac"; see matchlab.geometry.robust.scoring), affines ("frames" | "neighbours"),
     num_neighbours, seed.
     """
 

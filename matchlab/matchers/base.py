@@ -97,6 +97,29 @@ class Matcher(Configurable):
         return ", ".join(f"{k}={v!r}" for k, v in self.conf.items())
 
 
+class NetworkMatcher(Matcher):
+    """A matcher whose one pass over several pairs gives their matches and, when asked, the
+    top-k candidates of each keypoint (attention networks). Subclasses implement
+    `match_pass(pairs, top_k=None) -> list[Matches]`, which puts the candidates in extras
+    "candidates" [N0, k] / "candidate_scores" [N0, k] when top_k is given; intrinsics and
+    gravity are not used."""
+
+    def forward(self, feats0: Features, feats1: Features) -> Matches:
+        """Match two images; Matches on the CPU (extras: see the class)."""
+        return self.match_batch([(feats0, feats1)])[0]
+
+    def match_batch(self, pairs: Sequence[Pair], intrinsics: Sequence[tuple] | None = None,
+                    gravity: Sequence[tuple] | None = None) -> list[Matches]:
+        return self.match_pass(pairs)
+
+    def match_candidates(self, pairs: Sequence[Pair], k: int
+                         ) -> list[tuple[Matches, Tensor, Tensor]]:
+        return split_candidates(self.match_pass(pairs, top_k=k), k)
+
+    def match_pass(self, pairs: Sequence[Pair], top_k: int | None = None) -> list[Matches]:
+        raise NotImplementedError
+
+
 def split_candidates(results: Sequence[Matches], k: int) -> list[tuple[Matches, Tensor, Tensor]]:
     """(Matches, indices, scores) from results whose extras carry "candidates" /
     "candidate_scores" (a network's top-k pass); a result without them (a side with no

@@ -24,13 +24,13 @@ from __future__ import annotations
 from typing import Any, ClassVar, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..registry import ConfigError
 from ..types import Features, Matches, ShapeError
 from ..weights import load_checkpoint
 from .attention import PRECISIONS
-from .base import Matcher, MatcherCapabilities, split_candidates
+from .base import MatcherCapabilities, NetworkMatcher
 from .lightglue_blocks import (DIM, FEATURES, N_LAYERS, MatchAssignment, PositionalEncoding,
                                TokenConfidence, TransformerLayer, image_inputs, no_matches,
                                official_state_dict, run_network, to_matches)
@@ -41,7 +41,7 @@ from .rotation import ANGLES, rotate_features
 _PRUNING_MIN = {"cpu": -1, "mps": -1, "cuda": 1536}
 
 
-class LightGlue(Matcher):
+class LightGlue(NetworkMatcher):
     """LightGlue matcher: ``matcher(feats0, feats1) -> Matches``.
 
     Options:
@@ -166,25 +166,8 @@ class LightGlue(Matcher):
             raise ShapeError(f"LightGlue(features={self.conf['features']!r}) needs {self.input_dim}-d "
                              f"descriptors; {name} has {f.descriptors.shape[1]}-d")
 
-    def forward(self, feats0: Features, feats1: Features) -> Matches:
-        """Match two images. Returns Matches on the CPU; extras: matches1 [N1], scores1 [N1],
-        stop (layers run), rotation (with several rotations), candidates (with top_k)."""
-        return self.match_batch([(feats0, feats1)])[0]
-
-    def match_batch(self, pairs: Sequence[tuple[Features, Features]], intrinsics=None, gravity=None
-                    ) -> list[Matches]:
-        """Match several pairs (see `_match`; intrinsics and gravity are not used)."""
-        return self._match(pairs)
-
-    def match_candidates(self, pairs: Sequence[tuple[Features, Features]], k: int
-                         ) -> list[tuple[Matches, Tensor, Tensor]]:
-        """One pass: the matches and the top-k candidates of each keypoint of image 0 from the
-        final log-assignment (scores: its exp, decreasing along each row). Keypoints pruned
-        before the last layer get -1 / 0. With several rotations, those of the kept rotation."""
-        return split_candidates(self._match(pairs, top_k=k), k)
-
     @torch.inference_mode()
-    def _match(self, pairs: Sequence[tuple[Features, Features]], top_k: int | None = None
+    def match_pass(self, pairs: Sequence[tuple[Features, Features]], top_k: int | None = None
                ) -> list[Matches]:
         """Match several pairs; each pair's result equals its result alone (up to float
         rounding): early exit and pruning are decided per pair. Pairs are processed

@@ -52,7 +52,7 @@ from ..weights import load_checkpoint
 from .attention import (PRECISIONS, DerivedWeights, add_residual, attention, conv1x1_weight,
                         fold_batchnorm, fuse_attention_layer, merge_heads, mutual_matches,
                         permute_heads_in, permute_heads_out, split_heads)
-from .base import Matcher, MatcherCapabilities, split_candidates
+from .base import MatcherCapabilities, NetworkMatcher
 
 WEIGHT_FILES = {"indoor": "superglue_indoor.pth", "outdoor": "superglue_outdoor.pth"}
 DIM = 256
@@ -208,7 +208,7 @@ def extract_matches(scores: Tensor, u: Tensor, v: Tensor, threshold: float
 
 
 # --------------------------------------------------------------------------- the model
-class SuperGlue(Matcher):
+class SuperGlue(NetworkMatcher):
     """SuperGlue matcher: ``matcher(feats0, feats1) -> Matches``.
 
     Features must be SuperPoint-like: 256-d descriptors (L2-normalised), detection scores,
@@ -346,22 +346,8 @@ class SuperGlue(Matcher):
             raise ShapeError(f"SuperGlue needs {DIM}-d descriptors (SuperPoint); {name} has "
                              f"{f.descriptors.shape[1]}-d")
 
-    def forward(self, feats0: Features, feats1: Features) -> Matches:
-        """Match two images. Returns Matches on the CPU with extras matches1 [N1], scores1 [N1]."""
-        return self.match_batch([(feats0, feats1)])[0]
-
-    def match_batch(self, pairs: Sequence[tuple[Features, Features]], intrinsics=None, gravity=None
-                    ) -> list[Matches]:
-        """Match several pairs (see `_match`; intrinsics and gravity are not used)."""
-        return self._match(pairs)
-
-    def match_candidates(self, pairs: Sequence[tuple[Features, Features]], k: int
-                         ) -> list[tuple[Matches, Tensor, Tensor]]:
-        """One pass: the matches and the top-k candidates of each row of the log-assignment."""
-        return split_candidates(self._match(pairs, top_k=k), k)
-
     @torch.inference_mode()
-    def _match(self, pairs: Sequence[tuple[Features, Features]], top_k: int | None = None
+    def match_pass(self, pairs: Sequence[tuple[Features, Features]], top_k: int | None = None
                ) -> list[Matches]:
         """Match several pairs in one padded pass through the network.
 

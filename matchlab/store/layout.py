@@ -23,7 +23,6 @@ Crash safety and clear errors come from `h5safe.Store`; `salvage` repairs damage
 """
 from __future__ import annotations
 
-import os
 from typing import Iterable, Iterator
 
 import h5py

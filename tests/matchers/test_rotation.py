@@ -11,7 +11,7 @@ import torch
 
 from matchlab import Features, load_extractor, load_matcher
 from matchlab.errors import ConfigError
-from matchlab.geometry.homography import reprojection_errors
+from matchlab.geometry.primitives.homography import reprojection_errors
 from matchlab.geometry.laf import lafs_from_scale_ori, scale_ori_from_lafs
 from matchlab.matchers.rotation import match_rotated_images, rotate_features
 
