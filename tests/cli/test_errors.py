@@ -13,20 +13,10 @@ import numpy as np
 import pytest
 
 from matchlab.cli import main
+from plain_user import drop_permission_override
 
 REPO = Path(__file__).resolve().parents[2]
 SIFT = ["--features", "sift", "--resize", "320", "--max-keypoints", "256"]
-
-
-def _drop_permission_override() -> None:
-    """In the child: give up root's licence to ignore file permissions (CAP_DAC_OVERRIDE,
-    CAP_DAC_READ_SEARCH), so that a read-only folder stops it as it stops any user."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):
-        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
 def matchlab(*args, as_plain_user: bool = False) -> subprocess.CompletedProcess:
@@ -35,7 +25,7 @@ def matchlab(*args, as_plain_user: bool = False) -> subprocess.CompletedProcess:
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "matchlab", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, env=env, timeout=300,
-                          preexec_fn=_drop_permission_override if as_plain_user else None)
+                          preexec_fn=drop_permission_override if as_plain_user else None)
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
