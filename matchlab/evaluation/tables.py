@@ -175,7 +175,7 @@ def _headline(runs: Runs) -> str:
                      _pct(_find(runs, h, "homography", EVD, e), 5),
                      _deg(_find(runs, p, "pose", SCANNET, e), 5),
                      _deg(_find(runs, p, "pose", STRECHA, e), 5),
-                     f"{100 * sfm[0]['median_error_rel']:.3f} % of the extent" if sfm else ""])
+                     f"{100 * sfm[0]['median_error_rel']:.3f} % of the extent" if sfm else "-"])
     return render(head, rows)
 
 
