@@ -84,7 +84,8 @@ def plot_pairs(image_dir: str | Path, plots_dir: str | Path, pairs: Sequence[tup
         canvas = draw_matches(read_image(Path(image_dir) / a), read_image(Path(image_dir) / b),
                               keypoints[a][idx[:, 0]], keypoints[b][idx[:, 1]], correct,
                               title=title)
-        path = Path(plots_dir) / f"matches_{len(written):02d}_{safe_filename(a)}__{safe_filename(b)}.png"
+        name = f"matches_{len(written):02d}_{safe_filename(a)}__{safe_filename(b)}.png"
+        path = Path(plots_dir) / name
         save_png(path, canvas)
         written.append(path)
     return written

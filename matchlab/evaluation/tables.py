@@ -175,7 +175,7 @@ def _headline(runs: Runs) -> str:
                      _pct(_find(runs, h, "homography", EVD, e), 5),
                      _deg(_find(runs, p, "pose", SCANNET, e), 5),
                      _deg(_find(runs, p, "pose", STRECHA, e), 5),
-                     f"{100 * sfm[0]['median_error_rel']:.3f} % of the extent" if sfm else ""])
+                     f"{100 * sfm[0]['median_error_rel']:.3f} % of the extent" if sfm else "-"])
     return render(head, rows)
 
 
@@ -212,10 +212,10 @@ def _sfm_pairs(runs: Runs) -> str:
             for label in ("exhaustive", "retrieval"):
                 row = scene[label]
                 reference = scene["scene"] == "sacre_coeur" and label == "exhaustive"
+                errors = ["(reference)", ""] if reference else [
+                    f"{100 * row[k]:.3f} %" for k in ("median_error_rel", "max_error_rel")]
                 rows.append([method, scene["scene"], row["pairs"], str(row["num_pairs"]),
-                             f"{row['registered']} / {row['num_images']}",
-                             "(reference)" if reference else f"{100 * row['median_error_rel']:.3f} %",
-                             "" if reference else f"{100 * row['max_error_rel']:.3f} %",
+                             f"{row['registered']} / {row['num_images']}", *errors,
                              f"{row['total_s']:.1f}"])
     return render(head, rows)
 

@@ -26,7 +26,8 @@ def test_summary_rows_give_every_statistic_and_every_image_left_out():
                                       "<b>odd</b>.jpg")
     assert rows["skipped"] == "broken.jpg (not an image)"
     clean = {**SUMMARY, "unregistered": [], "dropped": {}, "skipped": {}}
-    assert dict(summary_rows(clean))["not registered"] == "-" == dict(summary_rows(clean))["skipped"]
+    rows = dict(summary_rows(clean))
+    assert rows["not registered"] == "-" == rows["skipped"]
 
 
 def test_text_summary_aligns_the_rows():
