@@ -1,0 +1,231 @@
+"""Localizing new images (queries) against a model made by `matchlab sfm` (`matchlab localize`).
+
+Per query: extract features with the model's extractor (as recorded in its features.h5),
+retrieve the k most similar model images (`retrieval.query.QueryRetriever`), match the query
+to each with the model's matcher (as recorded in its matches.h5, or another one), lift the
+matches to 2D-3D correspondences through the model's tracks (`ModelTracks`), and estimate
+the camera pose with pycolmap's LO-RANSAC + refinement (`absolute_pose.estimate_pose`).
+
+Outputs in OUT_DIR:
+    features.h5        the queries' local features (resumable)
+    localization.json  settings, then per query: status ('localized', 'not localized' with
+                       a reason, or 'skipped' for an unreadable image), inliers, 2D-3D
+                       correspondences, the model images used, seconds, pose and camera
+    poses.txt          hloc's format: `name qw qx qy qz tx ty tz` (world-to-camera), the
+                       localized queries only
+
+Both files are rewritten crash-safely (temp file + rename) after each query, so a killed
+run resumes: queries with a result are not redone (unreadable images are tried again).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, ImageError, OutputMismatchError, UsageError
+from .absolute_pose import ModelTracks, PoseOptions, estimate_pose, query_camera
+from .poses import pose_from_qt, read_cameras_file, write_poses_file
+
+__all__ = ["localize", "Localization", "LOCALIZED", "NOT_LOCALIZED", "SKIPPED"]
+
+LOCALIZED, NOT_LOCALIZED, SKIPPED = "localized", "not localized", "skipped"
+RESULTS_FILE, POSES_FILE = "localization.json", "poses.txt"
+
+
+@dataclass
+class Localization:
+    """What `localize` returns.
+
+    poses:    {query name: pycolmap.Rigid3d cam_from_world} of the localized queries.
+    queries:  {query name: record} as in localization.json (every query, any status).
+    settings: what the run used (model, extractor, matcher, retrieval, thresholds).
+    """
+
+    poses: dict[str, Any]
+    queries: dict[str, dict]
+    settings: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: how many queries were localized, not localized, skipped."""
+        counts = {s: sum(r["status"] == s for r in self.queries.values())
+                  for s in (LOCALIZED, NOT_LOCALIZED, SKIPPED)}
+        return (f"{counts[LOCALIZED]} of {len(self.queries)} queries localized, "
+                f"{counts[NOT_LOCALIZED]} not localized, {counts[SKIPPED]} skipped")
+
+
+def _stored_record(path: Path, key: str, what: str) -> dict | None:
+    from ..store.h5safe import Store
+
+    if not path.is_file():
+        return None
+    with Store(path, "r") as store:
+        text = store.file.attrs.get(key)
+    return None if text is None else json.loads(text)
+
+
+def _load_models(sfm_dir: Path, features: str | None, extractor_conf: dict | None,
+                 matcher: str | None, matcher_conf: dict | None):
+    """(extractor, its record, matcher, its record): the model's own unless overridden."""
+    from ..pipeline import model_record
+    from ..registry import load_extractor, load_matcher
+
+    stored = _stored_record(sfm_dir / "features.h5", "matchlab_extractor", "features")
+    if stored is None and features is None:
+        raise ConfigError(f"{sfm_dir / 'features.h5'} does not record its extractor (not "
+                          f"written by matchlab); name it (--features, --extractor-conf)")
+    if stored is not None and features is not None and features != stored["name"]:
+        raise ConfigError(f"the model's features are {stored['name']}; queries must use the "
+                          f"same extractor, not {features}")
+    conf = {**(stored["conf"] if stored else {}), **(extractor_conf or {})}
+    extractor = load_extractor(features or stored["name"], **conf)
+    ext_record = model_record(features or stored["name"], extractor)
+    if stored is not None and ext_record != stored:
+        raise ConfigError(f"extractor options {extractor_conf} differ from the model's "
+                          f"{stored['conf']}; its keypoints would not match the model's")
+    if matcher is None:
+        stored = _stored_record(sfm_dir / "matches.h5", "matchlab_matcher", "matches")
+        if stored is None:
+            raise ConfigError(f"{sfm_dir / 'matches.h5'} is missing or does not record its "
+                              f"matcher; name one (--matcher, --matcher-conf)")
+        matcher, matcher_conf = stored["name"], {**stored["conf"], **(matcher_conf or {})}
+    matcher_model = load_matcher(matcher, for_features=ext_record["name"], **(matcher_conf or {}))
+    return extractor, ext_record, matcher_model, model_record(matcher, matcher_model)
+
+
+def _model_camera_model(sfm_dir: Path) -> str:
+    """The camera model `matchlab sfm` used (summary.json), SIMPLE_RADIAL when unknown."""
+    try:
+        return json.loads((sfm_dir / "summary.json").read_text())["config"]["camera_model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "SIMPLE_RADIAL"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _read_state(out_dir: Path, settings: dict) -> dict[str, dict]:
+    """The records of a previous run with the same settings (empty when none)."""
+    path = out_dir / RESULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        previous = json.loads(path.read_text())
+        records = previous["queries"]
+    except (ValueError, KeyError, TypeError):
+        raise OutputMismatchError(f"{path} is not a localization record matchlab can read; "
+                                  f"move it away or choose another OUT_DIR") from None
+    if previous.get("settings") != settings:
+        old, new = previous.get("settings") or {}, settings
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise OutputMismatchError(
+            f"{path} holds results made with other settings ({', '.join(keys)} differ); "
+            f"mixing them would be silently wrong. Use another OUT_DIR or the same options.")
+    return {n: r for n, r in records.items() if r.get("status") in (LOCALIZED, NOT_LOCALIZED)}
+
+
+def _save(out_dir: Path, settings: dict, records: dict[str, dict]) -> None:
+    _write_json(out_dir / RESULTS_FILE, {"settings": settings, "queries": records})
+    write_poses_file(out_dir / POSES_FILE, {
+        n: (r["cam_from_world"]["q"], r["cam_from_world"]["t"])
+        for n, r in records.items() if r["status"] == LOCALIZED})
+
+
+def localize(sfm_dir: str | os.PathLike, query_dir: str | os.PathLike,
+             out_dir: str | os.PathLike, *, names: Sequence[str] | None = None, k: int = 10,
+             global_descriptor: str = "auto", query_cameras: str | os.PathLike | None = None,
+             features: str | None = None, extractor_conf: dict | None = None,
+             matcher: str | None = None, matcher_conf: dict | None = None,
+             options: PoseOptions | None = None, device=None, progress: bool = True,
+             log: Callable[[str], None] | None = print) -> Localization:
+    """Localize the images of query_dir (or `names` in it) against the model in sfm_dir.
+
+    sfm_dir:       an output folder of `matchlab sfm` (sparse/, features.h5, matches.h5,
+                   global.h5 when it used retrieval pairs).
+    k:             model images matched per query, retrieved by global descriptor
+                   (`global_descriptor`: 'auto' = the model's own; see `QueryRetriever`).
+    query_cameras: hloc cameras file (`name MODEL W H params...`, see `sfm.poses`); queries
+                   it names keep these intrinsics, others get EXIF focal or COLMAP's prior
+                   (1.2 x the long side) in the model's camera model, refined.
+    features, extractor_conf: only for a features.h5 that does not record its extractor.
+    matcher, matcher_conf:    default: the model's matcher as matches.h5 records it.
+    options:       thresholds of the pose estimation (`PoseOptions`).
+    Returns a `Localization`; writes OUT_DIR as in the module docstring.
+    """
+    from tqdm import tqdm
+
+    from ..images import list_images
+    from ..pipeline import check_model_record
+    from ..store import FeatureStore
+    from ..retrieval.query import QueryRetriever
+
+    sfm_dir, query_dir, out_dir = Path(sfm_dir), Path(query_dir), Path(out_dir)
+    for needed in ("sparse", "features.h5"):
+        if not (sfm_dir / needed).exists():
+            raise UsageError(f"{sfm_dir} is not a `matchlab sfm` output folder: no {needed}")
+    if not query_dir.is_dir():
+        raise UsageError(f"query folder not found: {query_dir}")
+    if out_dir.resolve() == sfm_dir.resolve():
+        raise UsageError("OUT_DIR must not be SFM_DIR: the queries' files would mix with the "
+                         "model's")
+    names = list(names) if names is not None else list_images(query_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = options or PoseOptions()
+    cameras = read_cameras_file(query_cameras) if query_cameras is not None else {}
+    extractor, ext_record, matcher_model, match_record = _load_models(
+        sfm_dir, features, extractor_conf, matcher, matcher_conf)
+    if device is not None:
+        extractor, matcher_model = extractor.to(device), matcher_model.to(device)
+    say = log or (lambda _: None)
+    with ModelTracks(sfm_dir) as model:
+        retriever = QueryRetriever(model.names, k, sfm_dir=sfm_dir, work_dir=out_dir,
+                                   method=global_descriptor, log=say)
+        settings = {"model": str(sfm_dir.resolve()), "features": ext_record,
+                    "matcher": match_record, "k": k, "retrieval": retriever.method,
+                    "query_cameras": str(query_cameras) if query_cameras else None,
+                    "options": options.as_dict()}
+        records = _read_state(out_dir, settings)
+        say(f"localize: {len(names)} queries against {len(model.names)} model images; "
+            f"retrieval: {retriever.description}")
+        camera_model = _model_camera_model(sfm_dir)
+        todo = [n for n in names if n not in records]
+        with FeatureStore(out_dir / "features.h5") as store:
+            check_model_record(store, "matchlab_extractor", ext_record, "features",
+                               "extractor options")
+            for name in tqdm(todo, desc="localize", unit="query", disable=not progress):
+                start = time.perf_counter()
+                path = query_dir / name
+                try:
+                    if name not in store:
+                        store.write(name, extractor(path))
+                    query = store.read(name)
+                except ImageError as e:
+                    records[name] = {"status": SKIPPED, "reason": e.reason}
+                    say(f"skipped {name}: {e.reason}")
+                else:
+                    camera, source = query_camera(name, path, query.image_size, cameras,
+                                                  camera_model)
+                    used = retriever(path, query)
+                    record = estimate_pose(query, used, model, matcher_model, camera,
+                                           refine_camera=source != "file", options=options,
+                                           device=device)
+                    record["camera_source"] = source
+                    records[name] = record
+                    if record["status"] != LOCALIZED:
+                        say(f"not localized {name}: {record['reason']}")
+                records[name]["seconds"] = round(time.perf_counter() - start, 3)
+                _save(out_dir, settings, records)
+    _save(out_dir, settings, records)
+    poses = {n: pose_from_qt(r["cam_from_world"]["q"], r["cam_from_world"]["t"])
+             for n, r in records.items() if r["status"] == LOCALIZED}
+    result = Localization(poses, {n: records[n] for n in names if n in records}, settings)
+    say(f"localize: {result.summary()}; poses in {out_dir / POSES_FILE}")
+    return result
