@@ -22,10 +22,11 @@ _LAZY = {
     "read_image": ".images",
     "load_extractor": ".registry",
     "load_matcher": ".registry",
+    "localize": ".sfm.localization",
 }
 
 __all__ = ["Features", "Matches", "MatchlabError", "ImageError", "ShapeError", "ConfigError",
-           "read_image", "load_extractor", "load_matcher"]
+           "read_image", "load_extractor", "load_matcher", "localize"]
 
 
 def __getattr__(name: str):
