@@ -166,15 +166,19 @@ def _match(query: Features, names: Sequence[str], model: ModelTracks, matcher,
 
 
 def estimate_pose(query: Features, names: Sequence[str], model: ModelTracks, matcher, camera,
-                  refine_camera: bool, options: PoseOptions, device=None) -> dict:
+                  refine_camera: bool, options: PoseOptions, device=None
+                  ) -> tuple[dict, tuple[str, np.ndarray, np.ndarray] | None]:
     """Match `query` to the model images `names`, lift, estimate its pose.
 
     device: where the matcher runs (features are moved there; default: where they are).
     camera: the query's pycolmap.Camera (refined in place when refine_camera: focal length
     and distortion; the focal is also estimated by RANSAC when it has no EXIF prior).
-    Returns the query's record: status, reason (when not localized), num_matches, num_2d3d,
-    inliers, model_images, and when localized cam_from_world {"q": [w, x, y, z], "t": [3]}
-    (world-to-camera) and camera {"model", "width", "height", "params"}.
+    Returns (record, drawing). The query's record: status, reason (when not localized),
+    num_matches, num_2d3d, inliers, model_images, and when localized cam_from_world
+    {"q": [w, x, y, z], "t": [3]} (world-to-camera), camera {"model", "width", "height",
+    "params"} and inliers_per_image {model image: inlier matches}, most first. drawing: None,
+    or for a localized query (model image with the most inliers, its [K, 2] matches (query
+    keypoint, model keypoint) that have a 3D point, [K] bool pose inliers).
     """
     pycolmap = _pycolmap()
     matches = _match(query, list(names), model, matcher, max(1, options.batch_size), device)
@@ -185,7 +189,7 @@ def estimate_pose(query: Features, names: Sequence[str], model: ModelTracks, mat
     if len(corr) < max(options.min_inliers, 4):
         record["reason"] = (f"only {len(corr)} 2D-3D correspondences (at least "
                             f"{options.min_inliers} needed)")
-        return record
+        return record, None
     points2d = query.keypoints.cpu().numpy().astype(np.float64)[corr[:, 0]] + 0.5  # COLMAP px
     points3d = model.xyz(corr[:, 1])
     estimation = pycolmap.AbsolutePoseEstimationOptions()
@@ -198,14 +202,31 @@ def estimate_pose(query: Features, names: Sequence[str], model: ModelTracks, mat
                                                        refinement)
     if found is None:
         record["reason"] = "pose estimation failed (no consistent pose)"
-        return record
+        return record, None
     inliers = int(found["num_inliers"])
     record["inliers"] = inliers
     if inliers < options.min_inliers or inliers < options.min_inlier_ratio * len(corr):
         record["reason"] = (f"{inliers} inliers of {len(corr)} 2D-3D correspondences (needs "
                             f"{options.min_inliers} and {options.min_inlier_ratio:.0%})")
-        return record
+        return record, None
     q, t = pose_to_qt(found["cam_from_world"])
     record.update(status="localized", cam_from_world={"q": q, "t": t},
                   camera=camera_entry(camera))
-    return record
+    flags = _inlier_flags(matches, model, corr[found["inlier_mask"]])
+    record["inliers_per_image"] = dict(sorted(((n, int(f.sum())) for n, f in flags.items()),
+                                              key=lambda item: -item[1]))
+    best = next(iter(record["inliers_per_image"]))
+    lifted = model.point_ids(best)[matches[best][:, 1]] >= 0
+    return record, (best, matches[best][lifted], flags[best][lifted])
+
+
+def _inlier_flags(matches: Mapping[str, np.ndarray], model: ModelTracks,
+                  inliers: np.ndarray) -> dict[str, np.ndarray]:
+    """{model image: [K] bool, True where the match's 2D-3D correspondence is a pose inlier}."""
+    good = {tuple(p) for p in inliers.tolist()}
+    flags = {}
+    for name, pairs in matches.items():
+        ids = model.point_ids(name)[pairs[:, 1]]
+        flags[name] = np.array([p >= 0 and (int(i), int(p)) in good
+                                for i, p in zip(pairs[:, 0], ids)], bool)
+    return flags

@@ -13,6 +13,7 @@ Outputs in OUT_DIR:
                        correspondences, the model images used, seconds, pose and camera
     poses.txt          hloc's format: `name qw qx qy qz tx ty tz` (world-to-camera), the
                        localized queries only
+    report.html, plots/  each query's inlier matches, the queries in the model's top view
 
 Both files are rewritten crash-safely (temp file + rename) after each query, so a killed
 run resumes: queries with a result are not redone (unreadable images are tried again).
@@ -30,6 +31,7 @@ import numpy as np
 
 from ..errors import ConfigError, ImageError, OutputMismatchError, UsageError
 from .absolute_pose import ModelTracks, PoseOptions, estimate_pose, query_camera
+from .localization_report import write_query_plot, write_report
 from .poses import pose_from_qt, read_cameras_file, write_poses_file
 
 __all__ = ["localize", "Localization", "LOCALIZED", "NOT_LOCALIZED", "SKIPPED"]
@@ -98,12 +100,16 @@ def _load_models(sfm_dir: Path, features: str | None, extractor_conf: dict | Non
     return extractor, ext_record, matcher_model, model_record(matcher, matcher_model)
 
 
-def _model_camera_model(sfm_dir: Path) -> str:
-    """The camera model `matchlab sfm` used (summary.json), SIMPLE_RADIAL when unknown."""
+def _model_setup(sfm_dir: Path) -> tuple[str, Path | None]:
+    """(camera model, image folder) `matchlab sfm` used, from its summary.json
+    (SIMPLE_RADIAL and None when unknown)."""
     try:
-        return json.loads((sfm_dir / "summary.json").read_text())["config"]["camera_model"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "SIMPLE_RADIAL"
+        summary = json.loads((sfm_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return "SIMPLE_RADIAL", None
+    config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+    folder = summary.get("image_dir")
+    return config.get("camera_model", "SIMPLE_RADIAL"), Path(folder) if folder else None
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -145,7 +151,7 @@ def localize(sfm_dir: str | os.PathLike, query_dir: str | os.PathLike,
              features: str | None = None, extractor_conf: dict | None = None,
              matcher: str | None = None, matcher_conf: dict | None = None,
              options: PoseOptions | None = None, device=None, progress: bool = True,
-             log: Callable[[str], None] | None = print) -> Localization:
+             report: bool = True, log: Callable[[str], None] | None = print) -> Localization:
     """Localize the images of query_dir (or `names` in it) against the model in sfm_dir.
 
     sfm_dir:       an output folder of `matchlab sfm` (sparse/, features.h5, matches.h5,
@@ -158,6 +164,7 @@ def localize(sfm_dir: str | os.PathLike, query_dir: str | os.PathLike,
     features, extractor_conf: only for a features.h5 that does not record its extractor.
     matcher, matcher_conf:    default: the model's matcher as matches.h5 records it.
     options:       thresholds of the pose estimation (`PoseOptions`).
+    report:        write OUT_DIR/report.html and plots/ (`localization_report`).
     Returns a `Localization`; writes OUT_DIR as in the module docstring.
     """
     from tqdm import tqdm
@@ -195,7 +202,7 @@ def localize(sfm_dir: str | os.PathLike, query_dir: str | os.PathLike,
         records = _read_state(out_dir, settings)
         say(f"localize: {len(names)} queries against {len(model.names)} model images; "
             f"retrieval: {retriever.description}")
-        camera_model = _model_camera_model(sfm_dir)
+        camera_model, model_images = _model_setup(sfm_dir)
         todo = [n for n in names if n not in records]
         with FeatureStore(out_dir / "features.h5") as store:
             check_model_record(store, "matchlab_extractor", ext_record, "features",
@@ -214,16 +221,26 @@ def localize(sfm_dir: str | os.PathLike, query_dir: str | os.PathLike,
                     camera, source = query_camera(name, path, query.image_size, cameras,
                                                   camera_model)
                     used = retriever(path, query)
-                    record = estimate_pose(query, used, model, matcher_model, camera,
-                                           refine_camera=source != "file", options=options,
-                                           device=device)
+                    record, drawing = estimate_pose(query, used, model, matcher_model, camera,
+                                                    refine_camera=source != "file",
+                                                    options=options, device=device)
                     record["camera_source"] = source
                     records[name] = record
                     if record["status"] != LOCALIZED:
                         say(f"not localized {name}: {record['reason']}")
+                    elif report:
+                        best, pairs, inliers = drawing
+                        write_query_plot(
+                            out_dir, name, path, query.keypoints.numpy(),
+                            model_images / best if model_images else None,
+                            model.features(best).keypoints.numpy(), pairs, inliers,
+                            f"{name} - {best}: {int(inliers.sum())} inliers / {len(pairs)}")
                 records[name]["seconds"] = round(time.perf_counter() - start, 3)
                 _save(out_dir, settings, records)
-    _save(out_dir, settings, records)
+        _save(out_dir, settings, records)
+        if report:
+            write_report(out_dir, model.rec, {n: records[n] for n in names if n in records},
+                         settings)
     poses = {n: pose_from_qt(r["cam_from_world"]["q"], r["cam_from_world"]["t"])
              for n, r in records.items() if r["status"] == LOCALIZED}
     result = Localization(poses, {n: records[n] for n in names if n in records}, settings)

@@ -142,6 +142,19 @@ def test_other_scene_is_not_localized_and_corrupt_image_is_skipped(fountain):
 
 
 @pytest.mark.slow
+def test_report_shows_each_query_and_the_top_view(fountain):
+    _, _, out, result = fountain
+    page = (out / "report.html").read_text()
+    for name, record in result.queries.items():
+        assert f"<td>{name}</td><td>{record['status']}</td>" in page
+    assert "src='plots/top_view.png'" in page and (out / "plots" / "top_view.png").is_file()
+    plots = sorted(p.name for p in (out / "plots").glob("query_*.png"))
+    assert plots == [f"query_{n}.png" for n in sorted(result.poses)]  # localized ones only
+    best = result.queries["0005.jpg"]["inliers_per_image"]
+    assert set(list(best)[:2]) == {"0004.jpg", "0006.jpg"}  # its neighbours in the sequence
+
+
+@pytest.mark.slow
 def test_rerun_redoes_nothing_and_other_settings_are_refused(fountain):
     from matchlab.sfm.absolute_pose import PoseOptions
     from matchlab.sfm.localization import localize
