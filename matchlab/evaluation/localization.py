@@ -44,12 +44,14 @@ def query_errors(rec, poses: Mapping, cameras: Mapping, model_names=MODEL_IMAGES
     rec:     the model (pycolmap.Reconstruction); aligned to GT on `model_names` only.
     poses:   {query: pycolmap.Rigid3d cam_from_world} in the model's frame.
     cameras: {name: datasets.readers.Camera} ground truth (R camera-to-world, C centre).
-    Returns position_errors_m, rotation_errors_deg ({query: value}), extent_m, scale.
+    Returns position_errors_m, rotation_errors_deg ({query: value}), extent_m, scale, and
+    the model images' own errors after the alignment: model_alignment_median_m (centres),
+    model_rotation_median_deg.
     """
     from ..sfm import align_and_compare
 
     model_gt = {n: cameras[n].C for n in model_names}
-    alignment = align_and_compare(rec, model_gt)
+    alignment = align_and_compare(rec, model_gt, {n: cameras[n].R.T for n in model_names})
     sim = alignment["similarity"]
     centres = np.stack([c.C for c in cameras.values()])
     extent = float(np.max(np.linalg.norm(centres[:, None] - centres[None], axis=-1)))
@@ -64,7 +66,8 @@ def query_errors(rec, poses: Mapping, cameras: Mapping, model_names=MODEL_IMAGES
         rotation[name] = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
     return {"position_errors_m": position, "rotation_errors_deg": rotation,
             "extent_m": extent, "scale": float(sim.scale),
-            "model_alignment_median_m": alignment["median_error"]}
+            "model_alignment_median_m": alignment["median_error"],
+            "model_rotation_median_deg": alignment.get("median_rotation_error_deg")}
 
 
 def recalls(errors: dict, queries=QUERY_IMAGES, thresholds=THRESHOLDS) -> dict[str, float]:
@@ -104,10 +107,15 @@ def evaluate_localization(config, output_dir: str | Path, calibrated: bool = Fal
     if calibrated:
         query_cameras = output_dir / "query_cameras.txt"
         query_cameras.write_text("".join(
-            f"{n} PINHOLE {c.width} {c.height} {c.K[0, 0]!r} {c.K[1, 1]!r} {c.K[0, 2]!r} "
-            f"{c.K[1, 2]!r}\n" for n, c in cameras.items() if n in QUERY_IMAGES))
-    found = localize(model_dir, images, output_dir / ("queries_calibrated" if calibrated
-                                                      else "queries"),
+            f"{n} PINHOLE {c.width} {c.height} "
+            + " ".join(repr(float(c.K[i, j])) for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
+            + "\n" for n, c in cameras.items() if n in QUERY_IMAGES))
+    queries_dir = output_dir / ("queries_calibrated" if calibrated else "queries")
+    shared = output_dir / ("queries" if calibrated else "queries_calibrated") / "features.h5"
+    if shared.is_file() and not (queries_dir / "features.h5").exists():
+        queries_dir.mkdir(parents=True, exist_ok=True)  # the same features: extract once
+        shutil.copy(shared, queries_dir / "features.h5")
+    found = localize(model_dir, images, queries_dir,
                      names=QUERY_IMAGES, query_cameras=query_cameras, device=device,
                      progress=progress, log=None)
     errors = query_errors(read_model(model_dir / "sparse"), found.poses, cameras)
@@ -127,6 +135,7 @@ def evaluate_localization(config, output_dir: str | Path, calibrated: bool = Fal
         "max_rotation_error_deg": float(np.max(rotation)) if rotation else None,
         "recall": recalls(errors), "extent_m": errors["extent_m"],
         "model_alignment_median_m": errors["model_alignment_median_m"],
+        "model_rotation_median_deg": errors["model_rotation_median_deg"],
         "errors": errors, "inliers": {n: r.get("inliers") for n, r in found.queries.items()},
         "seconds_per_query": float(np.mean(seconds)) if seconds else None,
         "model_seconds": model_seconds,

@@ -46,7 +46,8 @@ class Localization:
 
     poses:    {query name: pycolmap.Rigid3d cam_from_world} of the localized queries.
     queries:  {query name: record} as in localization.json (every query, any status).
-    settings: what the run used (model, extractor, matcher, retrieval, thresholds).
+    settings: what the run used (model fingerprint, extractor, matcher, retrieval,
+              thresholds); a resumed run must use the same.
     """
 
     poses: dict[str, Any]
@@ -112,6 +113,23 @@ def _model_setup(sfm_dir: Path) -> tuple[str, Path | None]:
     return config.get("camera_model", "SIMPLE_RADIAL"), Path(folder) if folder else None
 
 
+def _model_fingerprint(sfm_dir: Path) -> str:
+    """sha1 of the model's images file (poses and 2D-3D links): poses of queries localized
+    against another model (a re-run of sfm moves its frame) must not be mixed; a moved
+    folder is the same model."""
+    import hashlib
+
+    sparse = sfm_dir / "sparse"
+    path = next((p for p in (sparse / "images.bin", sparse / "images.txt") if p.is_file()), None)
+    if path is None:
+        raise UsageError(f"{sparse} holds no COLMAP model (images.bin / images.txt)")
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
@@ -138,8 +156,9 @@ def _read_state(out_dir: Path, settings: dict) -> dict[str, dict]:
     return {n: r for n, r in records.items() if r.get("status") in (LOCALIZED, NOT_LOCALIZED)}
 
 
-def _save(out_dir: Path, settings: dict, records: dict[str, dict]) -> None:
-    _write_json(out_dir / RESULTS_FILE, {"settings": settings, "queries": records})
+def _save(out_dir: Path, settings: dict, records: dict[str, dict], model: Path) -> None:
+    _write_json(out_dir / RESULTS_FILE, {"model_dir": str(model.resolve()),
+                                         "settings": settings, "queries": records})
     write_poses_file(out_dir / POSES_FILE, {
         n: (r["cam_from_world"]["q"], r["cam_from_world"]["t"])
         for n, r in records.items() if r["status"] == LOCALIZED})
@@ -195,7 +214,7 @@ def localize(sfm_dir: str | os.PathLike, query_dir: str | os.PathLike,
     with ModelTracks(sfm_dir) as model:
         retriever = QueryRetriever(model.names, k, sfm_dir=sfm_dir, work_dir=out_dir,
                                    method=global_descriptor, log=say)
-        settings = {"model": str(sfm_dir.resolve()), "features": ext_record,
+        settings = {"model": _model_fingerprint(sfm_dir), "features": ext_record,
                     "matcher": match_record, "k": k, "retrieval": retriever.method,
                     "query_cameras": str(query_cameras) if query_cameras else None,
                     "options": options.as_dict()}
@@ -236,11 +255,11 @@ def localize(sfm_dir: str | os.PathLike, query_dir: str | os.PathLike,
                             model.features(best).keypoints.numpy(), pairs, inliers,
                             f"{name} - {best}: {int(inliers.sum())} inliers / {len(pairs)}")
                 records[name]["seconds"] = round(time.perf_counter() - start, 3)
-                _save(out_dir, settings, records)
-        _save(out_dir, settings, records)
+                _save(out_dir, settings, records, sfm_dir)
+        _save(out_dir, settings, records, sfm_dir)
         if report:
             write_report(out_dir, model.rec, {n: records[n] for n in names if n in records},
-                         settings)
+                         settings, sfm_dir)
     poses = {n: pose_from_qt(r["cam_from_world"]["q"], r["cam_from_world"]["t"])
              for n, r in records.items() if r["status"] == LOCALIZED}
     result = Localization(poses, {n: records[n] for n in names if n in records}, settings)

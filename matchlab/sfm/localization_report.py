@@ -36,7 +36,8 @@ def write_query_plot(out_dir: Path, name: str, query_path: Path, query_keypoints
     return path
 
 
-def write_report(out_dir: Path, rec, records: Mapping[str, dict], settings: dict) -> Path:
+def write_report(out_dir: Path, rec, records: Mapping[str, dict], settings: dict,
+                 model_dir: Path) -> Path:
     """OUT_DIR/report.html and plots/top_view.png from the records of localization.json."""
     from ..viz import draw_top_view, safe_filename, save_png
     from .poses import pose_from_qt
@@ -63,7 +64,7 @@ def write_report(out_dir: Path, rec, records: Mapping[str, dict], settings: dict
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
         "td,th{padding:2px 10px;text-align:left}img{max-width:100%}</style>",
         "<h1>matchlab localize report</h1>",
-        f"<p>model {esc(settings['model'])}; features {esc(settings['features']['name'])}, "
+        f"<p>model {esc(str(model_dir))}; features {esc(settings['features']['name'])}, "
         f"matcher {esc(settings['matcher']['name'])}, retrieval {esc(settings['retrieval'])}, "
         f"k={settings['k']}</p>",
         "<h2>Queries</h2><table><tr><th>query</th><th>status</th><th>inliers</th>"

@@ -211,3 +211,23 @@ def test_killed_run_resumes_with_retrieval_from_the_cli(fountain, tmp_path):
     # retrieval finds the query's two neighbours in the sequence (0005 between 0004 and 0006)
     assert {"0004.jpg", "0006.jpg"} <= set(after["queries"]["0005.jpg"]["model_images"])
     assert sorted(read_poses_file(work / "poses.txt")) == sorted(QUERY_IMAGES)
+
+
+def test_recalls_count_misses_and_the_table_shows_them():
+    from matchlab.evaluation.localization import recalls
+    from matchlab.evaluation.tables import format_table
+
+    errors = {"position_errors_m": {"a": 0.004, "b": 0.03, "c": 0.2},
+              "rotation_errors_deg": {"a": 0.3, "b": 0.6, "c": 3.0}}
+    found = recalls(errors, queries=("a", "b", "c", "d"))  # d was not localized
+    assert found == {"1cm,0.5deg": 0.25, "5cm,1deg": 0.5, "25cm,2deg": 0.5}
+    result = {"benchmark": "localization", "dataset": "strecha_fountain_P11", "method": "x+y",
+              "calibrated": False, "localized": 3, "queries": 4,
+              "median_position_error_m": 0.03, "median_position_error_rel": 0.002,
+              "max_position_error_m": 0.2, "median_rotation_error_deg": 0.6,
+              "max_rotation_error_deg": 3.0, "recall": found, "seconds_per_query": 2.5}
+    table = format_table([result])
+    assert "R@1cm/0.5deg" in table.splitlines()[0]
+    assert table.splitlines()[1].split() == ["x+y", "strecha_fountain_P11", "prior,", "refined",
+                                             "3/4", "3.00", "0.200", "20.00", "0.600", "3.000",
+                                             "0.25", "0.50", "0.50", "2.5"]
