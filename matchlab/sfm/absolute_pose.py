@@ -143,12 +143,17 @@ def query_camera(name: str, path: Path, image_size: tuple[int, int],
         return camera, "file"
     options = pycolmap.ImageReaderOptions()
     options.camera_model = camera_model
-    guess = pycolmap.infer_camera_from_image(str(path), options)
-    source = "exif" if guess.has_prior_focal_length else "prior"
+    try:
+        guess = pycolmap.infer_camera_from_image(str(path), options)
+    except (ValueError, RuntimeError):  # a format COLMAP cannot read (matchlab could)
+        guess = None
+    if guess is None or not guess.has_prior_focal_length:
+        focal = 1.2 * max(image_size)  # COLMAP's prior without EXIF
+        return pycolmap.Camera.create_from_model_name(0, camera_model, focal, *image_size), "prior"
     if (guess.width, guess.height) != tuple(image_size):  # EXIF-rotated: same focal in px
         guess = pycolmap.Camera.create_from_model_name(0, camera_model, guess.mean_focal_length(),
                                                       image_size[0], image_size[1])
-    return guess, source
+    return guess, "exif"
 
 
 def _match(query: Features, names: Sequence[str], model: ModelTracks, matcher,

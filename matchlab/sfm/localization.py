@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, ImageError, OutputMismatchError, UsageError
+from ..errors import ConfigError, ImageError, MatchlabError, OutputMismatchError, UsageError
 from .absolute_pose import ModelTracks, PoseOptions, estimate_pose, query_camera
 from .localization_report import write_query_plot, write_report
 from .poses import pose_from_qt, read_cameras_file, write_poses_file
@@ -62,7 +62,7 @@ class Localization:
                 f"{counts[NOT_LOCALIZED]} not localized, {counts[SKIPPED]} skipped")
 
 
-def _stored_record(path: Path, key: str, what: str) -> dict | None:
+def _stored_record(path: Path, key: str) -> dict | None:
     from ..store.h5safe import Store
 
     if not path.is_file():
@@ -78,7 +78,7 @@ def _load_models(sfm_dir: Path, features: str | None, extractor_conf: dict | Non
     from ..pipeline import model_record
     from ..registry import load_extractor, load_matcher
 
-    stored = _stored_record(sfm_dir / "features.h5", "matchlab_extractor", "features")
+    stored = _stored_record(sfm_dir / "features.h5", "matchlab_extractor")
     if stored is None and features is None:
         raise ConfigError(f"{sfm_dir / 'features.h5'} does not record its extractor (not "
                           f"written by matchlab); name it (--features, --extractor-conf)")
@@ -92,7 +92,7 @@ def _load_models(sfm_dir: Path, features: str | None, extractor_conf: dict | Non
         raise ConfigError(f"extractor options {extractor_conf} differ from the model's "
                           f"{stored['conf']}; its keypoints would not match the model's")
     if matcher is None:
-        stored = _stored_record(sfm_dir / "matches.h5", "matchlab_matcher", "matches")
+        stored = _stored_record(sfm_dir / "matches.h5", "matchlab_matcher")
         if stored is None:
             raise ConfigError(f"{sfm_dir / 'matches.h5'} is missing or does not record its "
                               f"matcher; name one (--matcher, --matcher-conf)")
@@ -164,6 +164,44 @@ def _save(out_dir: Path, settings: dict, records: dict[str, dict], model: Path) 
         for n, r in records.items() if r["status"] == LOCALIZED})
 
 
+class _QueryLocalizer:
+    """One query: features (extracted into `store` once), camera, retrieval, matching, pose,
+    and its plot (into report_dir/plots when given); returns its record."""
+
+    def __init__(self, extractor, matcher, model: ModelTracks, retriever, cameras: dict,
+                 sfm_dir: Path, report_dir: Path | None, options: PoseOptions, device) -> None:
+        self.extractor, self.matcher, self.model, self.retriever = (extractor, matcher, model,
+                                                                    retriever)
+        self.cameras, self.report_dir, self.options, self.device = (cameras, report_dir,
+                                                                    options, device)
+        self.camera_model, self.model_images = _model_setup(sfm_dir)
+
+    def __call__(self, name: str, path: Path, store) -> dict:
+        try:
+            if name not in store:
+                store.write(name, self.extractor(path))
+            query = store.read(name)
+        except ImageError as e:
+            return {"status": SKIPPED, "reason": e.reason}
+        try:
+            camera, source = query_camera(name, path, query.image_size, self.cameras,
+                                          self.camera_model)
+        except MatchlabError as e:  # a camera that does not fit the image
+            return {"status": NOT_LOCALIZED, "reason": str(e)}
+        used = self.retriever(path, query)
+        record, drawing = estimate_pose(query, used, self.model, self.matcher, camera,
+                                        refine_camera=source != "file", options=self.options,
+                                        device=self.device)
+        record["camera_source"] = source
+        if drawing is not None and self.report_dir is not None:
+            best, pairs, inliers = drawing
+            write_query_plot(self.report_dir, name, path, query.keypoints.numpy(),
+                             self.model_images / best if self.model_images else None,
+                             self.model.features(best).keypoints.numpy(), pairs, inliers,
+                             f"{name} - {best}: {int(inliers.sum())} inliers / {len(pairs)}")
+        return record
+
+
 def localize(sfm_dir: str | os.PathLike, query_dir: str | os.PathLike,
              out_dir: str | os.PathLike, *, names: Sequence[str] | None = None, k: int = 10,
              global_descriptor: str = "auto", query_cameras: str | os.PathLike | None = None,
@@ -221,39 +259,17 @@ def localize(sfm_dir: str | os.PathLike, query_dir: str | os.PathLike,
         records = _read_state(out_dir, settings)
         say(f"localize: {len(names)} queries against {len(model.names)} model images; "
             f"retrieval: {retriever.description}")
-        camera_model, model_images = _model_setup(sfm_dir)
+        one = _QueryLocalizer(extractor, matcher_model, model, retriever, cameras, sfm_dir,
+                              out_dir if report else None, options, device)
         todo = [n for n in names if n not in records]
         with FeatureStore(out_dir / "features.h5") as store:
             check_model_record(store, "matchlab_extractor", ext_record, "features",
                                "extractor options")
             for name in tqdm(todo, desc="localize", unit="query", disable=not progress):
                 start = time.perf_counter()
-                path = query_dir / name
-                try:
-                    if name not in store:
-                        store.write(name, extractor(path))
-                    query = store.read(name)
-                except ImageError as e:
-                    records[name] = {"status": SKIPPED, "reason": e.reason}
-                    say(f"skipped {name}: {e.reason}")
-                else:
-                    camera, source = query_camera(name, path, query.image_size, cameras,
-                                                  camera_model)
-                    used = retriever(path, query)
-                    record, drawing = estimate_pose(query, used, model, matcher_model, camera,
-                                                    refine_camera=source != "file",
-                                                    options=options, device=device)
-                    record["camera_source"] = source
-                    records[name] = record
-                    if record["status"] != LOCALIZED:
-                        say(f"not localized {name}: {record['reason']}")
-                    elif report:
-                        best, pairs, inliers = drawing
-                        write_query_plot(
-                            out_dir, name, path, query.keypoints.numpy(),
-                            model_images / best if model_images else None,
-                            model.features(best).keypoints.numpy(), pairs, inliers,
-                            f"{name} - {best}: {int(inliers.sum())} inliers / {len(pairs)}")
+                records[name] = one(name, query_dir / name, store)
+                if records[name]["status"] != LOCALIZED:
+                    say(f"{records[name]['status']} {name}: {records[name]['reason']}")
                 records[name]["seconds"] = round(time.perf_counter() - start, 3)
                 _save(out_dir, settings, records, sfm_dir)
         _save(out_dir, settings, records, sfm_dir)
