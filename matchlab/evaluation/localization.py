@@ -10,6 +10,7 @@ camera extent, the largest distance between two of the 11 GT centres) and rotati
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -87,7 +88,7 @@ def evaluate_localization(config, output_dir: str | Path, calibrated: bool = Fal
     """Build the fountain model with `config` (a pipeline.SfMConfig), localize the queries,
     compare with ground truth. calibrated: give the queries their GT intrinsics (a
     --query-cameras file); otherwise COLMAP's prior focal, estimated and refined.
-    Resumable like `run_sfm` and `localize`."""
+    A model this config made in output_dir is reused; the localization resumes."""
     from ..datasets import dataset_path
     from ..datasets.readers import strecha_cameras
     from ..pipeline import run_sfm
@@ -100,8 +101,14 @@ def evaluate_localization(config, output_dir: str | Path, calibrated: bool = Fal
     cameras = strecha_cameras(DATASET)
     start = time.perf_counter()
     model_dir = output_dir / "model"
-    run_sfm(_link_images(images, MODEL_IMAGES, output_dir / "model_images"), model_dir, config,
-            progress=progress, log=lambda _: None, report=False, device=device)
+    try:  # a model made with this config is reused (the other camera setting's run)
+        done = json.loads((model_dir / "summary.json").read_text())["config"] == json.loads(
+            json.dumps(asdict(config)))
+    except (OSError, ValueError, KeyError):
+        done = False
+    if not done:
+        run_sfm(_link_images(images, MODEL_IMAGES, output_dir / "model_images"), model_dir,
+                config, progress=progress, log=lambda _: None, report=False, device=device)
     model_seconds = time.perf_counter() - start
     query_cameras = None
     if calibrated:
