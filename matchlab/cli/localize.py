@@ -14,7 +14,8 @@ DESCRIPTION = (
     "than --k), matches with the model's matcher, 2D-3D correspondences through the model's "
     "tracks, pycolmap's robust absolute pose + refinement. Writes OUT_DIR/poses.txt (hloc: "
     "'name qw qx qy qz tx ty tz', world-to-camera) and OUT_DIR/localization.json (per query: "
-    "status, reason, inliers, 2D-3D correspondences, model images used, seconds). A query "
+    "status, reason, inliers, 2D-3D correspondences, model images used, seconds) and "
+    "OUT_DIR/report.html (inlier matches, the queries in the model's top view). A query "
     "that cannot be localized is listed with the reason and gets no pose; an unreadable "
     "image is skipped and named. Re-running resumes: queries with a result are not redone.")
 
@@ -23,7 +24,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sfm_dir", type=Path, help="output folder of `matchlab sfm`")
     p.add_argument("query_dir", type=Path, help="folder of query images (searched recursively)")
     p.add_argument("out_dir", type=Path,
-                   help="poses.txt, localization.json, features.h5 of the queries")
+                   help="poses.txt, localization.json, report.html + plots/, features.h5 of "
+                        "the queries")
     p.add_argument("--k", type=int, default=10, help="model images matched per query")
     p.add_argument("--global", dest="global_descriptor", default="auto",
                    help="global descriptor: auto (the model's own global.h5, else VLAD of its "
