@@ -47,6 +47,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="fewer pose inliers: not localized")
     p.add_argument("--min-inlier-ratio", type=float, default=0.25,
                    help="fewer inliers per 2D-3D correspondence: not localized")
+    p.add_argument("--sequential", type=int, default=0, metavar="N",
+                   help="the queries are video frames (sorted names): also match each to its "
+                        "N previous localized frames, through their pose inliers")
     add_device_argument(p)
 
 
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         matcher=args.matcher, matcher_conf=parse_conf(args.matcher_conf, "--matcher-conf") or None,
         options=PoseOptions(max_error=args.max_error, min_inliers=args.min_inliers,
                             min_inlier_ratio=args.min_inlier_ratio),
+        sequential=args.sequential,
         device=resolve_device(args.device), log=lambda line: print(line, flush=True))
     return EXIT_OK if result.poses else EXIT_ERROR
 

@@ -20,7 +20,9 @@ from ..types import Features
 from .colmap import pycolmap_module as _pycolmap
 from .poses import camera_entry, camera_from_entry, pose_to_qt
 
-__all__ = ["ModelTracks", "PoseOptions", "estimate_pose", "query_camera", "lift_matches"]
+FRAME = "frame:"  # prefix of an earlier query frame among the images a query is matched to
+
+__all__ = ["FRAME", "ModelTracks", "PoseOptions", "estimate_pose", "query_camera", "lift_matches"]
 
 
 @dataclass(frozen=True)
@@ -172,9 +174,11 @@ def _match(query: Features, names: Sequence[str], model: ModelTracks, matcher,
 
 def estimate_pose(query: Features, names: Sequence[str], model: ModelTracks, matcher, camera,
                   refine_camera: bool, options: PoseOptions, device=None
-                  ) -> tuple[dict, tuple[str, np.ndarray, np.ndarray] | None]:
+                  ) -> tuple[dict, tuple | None]:
     """Match `query` to the model images `names`, lift, estimate its pose.
 
+    model: a `ModelTracks`, or anything with its features / point_ids / xyz (names starting
+    with FRAME are earlier query frames: `sequence.SequenceTracks`).
     device: where the matcher runs (features are moved there; default: where they are).
     camera: the query's pycolmap.Camera (refined in place when refine_camera: focal length
     and distortion; the focal is also estimated by RANSAC when it has no EXIF prior).
@@ -183,7 +187,8 @@ def estimate_pose(query: Features, names: Sequence[str], model: ModelTracks, mat
     {"q": [w, x, y, z], "t": [3]} (world-to-camera), camera {"model", "width", "height",
     "params"} and inliers_per_image {model image: inlier matches}, most first. drawing: None,
     or for a localized query (model image with the most inliers, its [K, 2] matches (query
-    keypoint, model keypoint) that have a 3D point, [K] bool pose inliers).
+    keypoint, model keypoint) that have a 3D point, [K] bool pose inliers, and the [I, 2]
+    inlier correspondences (query keypoint, 3D point id)).
     """
     pycolmap = _pycolmap()
     matches = _match(query, list(names), model, matcher, max(1, options.batch_size), device)
@@ -220,9 +225,10 @@ def estimate_pose(query: Features, names: Sequence[str], model: ModelTracks, mat
     flags = _inlier_flags(matches, model, corr[found["inlier_mask"]])
     record["inliers_per_image"] = dict(sorted(((n, int(f.sum())) for n, f in flags.items()),
                                               key=lambda item: -item[1]))
-    best = next(iter(record["inliers_per_image"]))
+    best = next(n for n in record["inliers_per_image"] if not n.startswith(FRAME))
     lifted = model.point_ids(best)[matches[best][:, 1]] >= 0
-    return record, (best, matches[best][lifted], flags[best][lifted])
+    return record, (best, matches[best][lifted], flags[best][lifted],
+                    corr[found["inlier_mask"]])
 
 
 def _inlier_flags(matches: Mapping[str, np.ndarray], model: ModelTracks,

@@ -30,9 +30,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import ConfigError, ImageError, MatchlabError, OutputMismatchError, UsageError
-from .absolute_pose import ModelTracks, PoseOptions, estimate_pose, query_camera
+from .absolute_pose import FRAME, ModelTracks, PoseOptions, estimate_pose, query_camera
 from .localization_report import write_query_plot, write_report
 from .poses import pose_from_qt, read_cameras_file, write_poses_file
+from .sequence import SequenceTracks
 
 __all__ = ["localize", "Localization", "LOCALIZED", "NOT_LOCALIZED", "SKIPPED"]
 
@@ -176,7 +177,9 @@ class _QueryLocalizer:
                                                                     options, device)
         self.camera_model, self.model_images = _model_setup(sfm_dir)
 
-    def __call__(self, name: str, path: Path, store) -> dict:
+    sequence: SequenceTracks | None = None  # set when frames are also matched to earlier ones
+
+    def __call__(self, name: str, path: Path, store, previous: Sequence[str] = ()) -> dict:
         try:
             if name not in store:
                 store.write(name, self.extractor(path))
@@ -189,12 +192,19 @@ class _QueryLocalizer:
         except MatchlabError as e:  # a camera that does not fit the image
             return {"status": NOT_LOCALIZED, "reason": str(e)}
         used = self.retriever(path, query)
-        record, drawing = estimate_pose(query, used, self.model, self.matcher, camera,
+        previous = [p for p in previous if self.sequence is not None and self.sequence.has(p)]
+        record, drawing = estimate_pose(query, used + [FRAME + p for p in previous],
+                                        self.sequence or self.model, self.matcher, camera,
                                         refine_camera=source != "file", options=self.options,
                                         device=self.device)
         record["camera_source"] = source
+        record["model_images"] = used
+        if self.sequence is not None:
+            record["previous_frames"] = previous
+            if drawing is not None:
+                self.sequence.save(name, len(query), drawing[3])
         if drawing is not None and self.report_dir is not None:
-            best, pairs, inliers = drawing
+            best, pairs, inliers, _ = drawing
             write_query_plot(self.report_dir, name, path, query.keypoints.numpy(),
                              self.model_images / best if self.model_images else None,
                              self.model.features(best).keypoints.numpy(), pairs, inliers,
@@ -207,7 +217,8 @@ def localize(sfm_dir: str | os.PathLike, query_dir: str | os.PathLike,
              global_descriptor: str = "auto", query_cameras: str | os.PathLike | None = None,
              features: str | None = None, extractor_conf: dict | None = None,
              matcher: str | None = None, matcher_conf: dict | None = None,
-             options: PoseOptions | None = None, device=None, progress: bool = True,
+             options: PoseOptions | None = None, sequential: int = 0, device=None,
+             progress: bool = True,
              report: bool = True, log: Callable[[str], None] | None = print) -> Localization:
     """Localize the images of query_dir (or `names` in it) against the model in sfm_dir.
 
@@ -221,6 +232,9 @@ def localize(sfm_dir: str | os.PathLike, query_dir: str | os.PathLike,
     features, extractor_conf: only for a features.h5 that does not record its extractor.
     matcher, matcher_conf:    default: the model's matcher as matches.h5 records it.
     options:       thresholds of the pose estimation (`PoseOptions`).
+    sequential:    N > 0: the queries are frames of a video, in `names` order (sorted file
+                   names by default); each is also matched to its N previous frames that are
+                   localized, lifting matches through their pose inliers (`sfm.sequence`).
     report:        write OUT_DIR/report.html and plots/ (`localization_report`).
     Returns a `Localization`; writes OUT_DIR as in the module docstring.
     """
@@ -255,19 +269,25 @@ def localize(sfm_dir: str | os.PathLike, query_dir: str | os.PathLike,
         settings = {"model": _model_fingerprint(sfm_dir), "features": ext_record,
                     "matcher": match_record, "k": k, "retrieval": retriever.method,
                     "query_cameras": str(query_cameras) if query_cameras else None,
-                    "options": options.as_dict()}
+                    "options": options.as_dict(), "sequential": sequential}
         records = _read_state(out_dir, settings)
         say(f"localize: {len(names)} queries against {len(model.names)} model images; "
             f"retrieval: {retriever.description}")
         one = _QueryLocalizer(extractor, matcher_model, model, retriever, cameras, sfm_dir,
                               out_dir if report else None, options, device)
         todo = [n for n in names if n not in records]
+        order = {n: i for i, n in enumerate(names)}
         with FeatureStore(out_dir / "features.h5") as store:
             check_model_record(store, "matchlab_extractor", ext_record, "features",
                                "extractor options")
+            if sequential:
+                one.sequence = SequenceTracks(model, store, out_dir / "frame_tracks")
             for name in tqdm(todo, desc="localize", unit="query", disable=not progress):
                 start = time.perf_counter()
-                records[name] = one(name, query_dir / name, store)
+                at = order[name]
+                previous = [n for n in names[max(0, at - sequential):at]
+                            if records.get(n, {}).get("status") == LOCALIZED]
+                records[name] = one(name, query_dir / name, store, previous)
                 if records[name]["status"] != LOCALIZED:
                     say(f"{records[name]['status']} {name}: {records[name]['reason']}")
                 records[name]["seconds"] = round(time.perf_counter() - start, 3)
