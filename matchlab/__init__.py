@@ -26,11 +26,12 @@ _LAZY = {
     "read_image": ".images",
     "load_extractor": ".registry",
     "load_matcher": ".registry",
+    "localize": ".sfm.localization",
 }
 
 __all__ = ["Features", "Matches", "TwoViewGeometry", "Extractor", "Matcher", "MatcherCapabilities",
            "MatchlabError", "ImageError", "ShapeError", "ConfigError",
-           "read_image", "load_extractor", "load_matcher"]
+           "read_image", "load_extractor", "load_matcher", "localize"]
 
 
 def __getattr__(name: str):

@@ -63,6 +63,11 @@ class PairsFileError(MatchlabError, ValueError):
     file and the line or the reason."""
 
 
+class CamerasFileError(MatchlabError, ValueError):
+    """A query-cameras or poses file (hloc's text formats) is malformed; the message names
+    the file and the line."""
+
+
 class DatabaseError(MatchlabError, ValueError):
     """Bad inputs for the COLMAP database, or a database inconsistent with the inputs."""
 

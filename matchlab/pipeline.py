@@ -333,6 +333,7 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     summary["dropped"] = dropped
     summary["skipped"] = skipped
     summary["config"] = asdict(config)
+    summary["image_dir"] = str(image_dir.resolve())  # `localize` draws the model's images
     summary["stages"] = [asdict(r) for r in reports]
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if report:

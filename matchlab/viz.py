@@ -91,9 +91,10 @@ def plot_pairs(image_dir: str | Path, plots_dir: str | Path, pairs: Sequence[tup
     return written
 
 
-def draw_top_view(rec, size: int = 640) -> np.ndarray:
+def draw_top_view(rec, size: int = 640, extra_centres: np.ndarray | None = None) -> np.ndarray:
     """BGR uint8 [size, size, 3] image of a pycolmap Reconstruction seen from above: points
-    grey, camera centres red.
+    grey, camera centres red, and `extra_centres` [M, 3] (e.g. localized queries, in the
+    model's frame) blue.
 
     "Up" is the mean of the cameras' upward axes (photos are mostly taken upright), so the
     view looks down on the scene; the frame holds the cameras and the central 98 % of the
@@ -115,8 +116,10 @@ def draw_top_view(rec, size: int = 640) -> np.ndarray:
     axes = np.stack([right, -forward])  # image x = right, image y = towards the cameras
     flat_c = centres @ axes.T
     flat_p = points @ axes.T
-    box = flat_c if not len(flat_p) else np.concatenate(
-        [flat_c, np.percentile(flat_p, [1, 99], axis=0)])
+    flat_e = (np.zeros((0, 2)) if extra_centres is None
+              else np.asarray(extra_centres, np.float64).reshape(-1, 3) @ axes.T)
+    box = np.concatenate([flat_c, flat_e] + ([np.percentile(flat_p, [1, 99], axis=0)]
+                                             if len(flat_p) else []))
     low, high = box.min(0), box.max(0)
     scale = (size - 40) / max(float(np.max(high - low)), 1e-9)
     offset = (size - (high - low) * scale) / 2
@@ -129,4 +132,6 @@ def draw_top_view(rec, size: int = 640) -> np.ndarray:
             canvas[y, x] = (110, 110, 110)
     for x, y in pixels(flat_c):
         cv2.circle(canvas, (int(x), int(y)), 5, (0, 0, 220), -1, cv2.LINE_AA)
+    for x, y in pixels(flat_e):
+        cv2.circle(canvas, (int(x), int(y)), 5, (220, 90, 0), -1, cv2.LINE_AA)
     return canvas

@@ -20,6 +20,7 @@ EVAL_DATASETS = {
 
 
 RETRIEVAL_BENCHMARKS = ("retrieval", "sfm-pairs")
+LOCALIZATION = "localization"
 SFM_PAIRS_SCENES = ("sacre_coeur", "fountain")
 
 
@@ -32,12 +33,13 @@ def _check_datasets(asked: list[str] | None, known) -> None:
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("benchmark", choices=[*EVAL_DATASETS, "all", *RETRIEVAL_BENCHMARKS],
+    p.add_argument("benchmark", choices=[*EVAL_DATASETS, "all", *RETRIEVAL_BENCHMARKS, LOCALIZATION],
                    help="homography (oxford_graf, evd), pose (ScanNet sample, Strecha pairs), "
                         "reconstruction (Strecha vs ground-truth cameras), or all three; "
                         "retrieval (Recall@k / mAP of a global descriptor on the labelled "
                         "mix of sample datasets); sfm-pairs (sfm from retrieval:K pairs vs "
-                        "exhaustive pairs on sacre_coeur and fountain)")
+                        "exhaustive pairs on sacre_coeur and fountain); localization "
+                        "(fountain: model of 6 images, the other 5 localized, vs GT)")
     add_extractor_arguments(p)
     add_matcher_arguments(p)
     add_device_argument(p)
@@ -57,6 +59,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="retrieval / sfm-pairs: global descriptor, auto | vlad | mixvpr | "
                         "mixvpr:PATH (auto: MixVPR when a checkpoint is found, else VLAD)")
     p.add_argument("--k", type=int, default=5, help="sfm-pairs: K of retrieval:K")
+    p.add_argument("--calibrated", action="store_true",
+                   help="localization: give the queries their ground-truth intrinsics "
+                        "(default: COLMAP's prior focal, estimated and refined)")
     p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     p.add_argument("--output", type=Path, default=Path("outputs/eval"),
                    help="folder for the JSON results (and reconstruction work files)")
@@ -98,11 +103,40 @@ def _run_retrieval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_localization(args: argparse.Namespace) -> int:
+    """`matchlab eval localization` (matchlab.evaluation.localization)."""
+    from ..evaluation.localization import DATASET, evaluate_localization
+    from ..evaluation.tables import format_table
+    from ..pipeline import SfMConfig
+
+    output_folder(args.output, "--output")
+    extractor_conf = parse_conf(args.extractor_conf, "--extractor-conf")
+    if args.max_keypoints is not None:
+        extractor_conf["max_keypoints"] = args.max_keypoints
+    resize = args.resize if args.resize is not None else DEFAULT_RESIZE["reconstruction"]
+    config = SfMConfig(features=args.features, matcher=args.matcher, resize=resize or None,
+                       matcher_conf=parse_conf(args.matcher_conf, "--matcher-conf"),
+                       extractor_conf=extractor_conf)
+    tag = f"{args.features}_{args.matcher}"
+    result = evaluate_localization(config, args.output / f"localization_{DATASET}_{tag}",
+                                   calibrated=args.calibrated,
+                                   device=resolve_device(args.device))
+    result["method"] = f"{args.features}+{args.matcher}"
+    print(format_table([result], markdown=args.markdown), flush=True)
+    suffix = "_calibrated" if args.calibrated else ""
+    path = args.output / f"eval_localization_{tag}{suffix}.json"
+    path.write_text(json.dumps([result], indent=1, default=str))
+    print(f"results written to {path}", file=sys.stderr)
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     if args.benchmark in RETRIEVAL_BENCHMARKS:
         return _run_retrieval(args)
+    if args.benchmark == LOCALIZATION:
+        return _run_localization(args)
 
     from ..evaluation.tables import format_table
     from ..registry import load_extractor, load_matcher

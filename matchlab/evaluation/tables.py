@@ -46,12 +46,31 @@ def _rows(result: dict) -> tuple[list[str], list[list[str]]]:
                        f"{100 * result['precision@3px']:.1f}",
                        *(f"{100 * result[f'auc@{t}px']:.2f}" for t in (1, 3, 5)),
                        f"{result['matches']:.0f}", f"{result['time_match_s']:.3f}"]]
+    if result["benchmark"] == "localization":
+        return _localization_rows(result)
     head = ["method", "dataset", "registered", "median err m", "median %extent", "max %extent",
             "points", "time s"]
     return head, [[method, dataset, f"{result['registered']}/{result['num_images']}",
                    f"{result['median_error_m']:.4f}", f"{100 * result['median_error_rel']:.3f}",
                    f"{100 * result['max_error_rel']:.3f}", str(result["points3D"]),
                    f"{result['time_s']:.0f}"]]
+
+
+def _localization_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["method", "dataset", "query cameras", "localized", "median pos cm", "median %extent",
+            "max pos cm", "median rot deg", "max rot deg",
+            *(f"R@{k.replace(',', '/')}" for k in result["recall"]), "s/query"]
+    cm = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
+    deg = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    rel = result["median_position_error_rel"]
+    return head, [[result.get("method", "?"), result["dataset"],
+                   "GT intrinsics" if result["calibrated"] else "prior, refined",
+                   f"{result['localized']}/{result['queries']}",
+                   cm(result["median_position_error_m"]), "-" if rel is None else f"{100 * rel:.3f}",
+                   cm(result["max_position_error_m"]), deg(result["median_rotation_error_deg"]),
+                   deg(result["max_rotation_error_deg"]),
+                   *(f"{v:.2f}" for v in result["recall"].values()),
+                   f"{result['seconds_per_query']:.1f}"]]
 
 
 def render(head: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = True) -> str:

@@ -1,0 +1,149 @@
+"""Localization benchmark: strecha_fountain_P11, a model of 6 images, the other 5 localized.
+
+The model is built by `run_sfm` from every other image of the sequence (MODEL_IMAGES), and
+the images between them (QUERY_IMAGES) are localized against it (`sfm.localization`). The
+model is aligned to the ground-truth cameras by a 7-DoF similarity fitted on the MODEL images
+only (Umeyama on camera centres), so the queries' ground truth is never used for the
+alignment. Errors of each query: camera-centre distance (metres, and % of the ground-truth
+camera extent, the largest distance between two of the 11 GT centres) and rotation angle
+(degrees); recall = fraction of queries within each (metres, degrees) threshold pair.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+DATASET = "strecha_fountain_P11"
+MODEL_IMAGES = ("0000.jpg", "0002.jpg", "0004.jpg", "0006.jpg", "0008.jpg", "0010.jpg")
+QUERY_IMAGES = ("0001.jpg", "0003.jpg", "0005.jpg", "0007.jpg", "0009.jpg")
+THRESHOLDS = ((0.01, 0.5), (0.05, 1.0), (0.25, 2.0))  # (metres, degrees)
+
+
+def _link_images(source: Path, names, folder: Path) -> Path:
+    """A folder holding just `names` of `source` (symbolic links, copies where impossible)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        target = folder / name
+        if not target.exists():
+            try:
+                os.symlink((source / name).resolve(), target)
+            except OSError:
+                shutil.copy2(source / name, target)
+    return folder
+
+
+def query_errors(rec, poses: Mapping, cameras: Mapping, model_names=MODEL_IMAGES) -> dict:
+    """Errors of localized query poses against ground truth.
+
+    rec:     the model (pycolmap.Reconstruction); aligned to GT on `model_names` only.
+    poses:   {query: pycolmap.Rigid3d cam_from_world} in the model's frame.
+    cameras: {name: datasets.readers.Camera} ground truth (R camera-to-world, C centre).
+    Returns position_errors_m, rotation_errors_deg ({query: value}), extent_m, scale, and
+    the model images' own errors after the alignment: model_alignment_median_m (centres),
+    model_rotation_median_deg.
+    """
+    from ..sfm import align_and_compare
+
+    model_gt = {n: cameras[n].C for n in model_names}
+    alignment = align_and_compare(rec, model_gt, {n: cameras[n].R.T for n in model_names})
+    sim = alignment["similarity"]
+    centres = np.stack([c.C for c in cameras.values()])
+    extent = float(np.max(np.linalg.norm(centres[:, None] - centres[None], axis=-1)))
+    position, rotation = {}, {}
+    for name, pose in poses.items():
+        r_model = np.asarray(pose.rotation.matrix())
+        centre = -r_model.T @ np.asarray(pose.translation)
+        position[name] = float(np.linalg.norm(sim.apply(centre) - cameras[name].C))
+        # x_cam = R_model X_model and X_gt = s R_sim X_model + t  =>  R = R_model R_sim^T
+        relative = r_model @ sim.rotation.T @ cameras[name].R  # GT world-to-camera is R^T
+        cos = (np.trace(relative) - 1) / 2
+        rotation[name] = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    return {"position_errors_m": position, "rotation_errors_deg": rotation,
+            "extent_m": extent, "scale": float(sim.scale),
+            "model_alignment_median_m": alignment["median_error"],
+            "model_rotation_median_deg": alignment.get("median_rotation_error_deg")}
+
+
+def recalls(errors: dict, queries=QUERY_IMAGES, thresholds=THRESHOLDS) -> dict[str, float]:
+    """{'1cm,0.5deg': fraction of `queries` within both thresholds, ...}; a query that was
+    not localized counts as a miss."""
+    out = {}
+    for metres, degrees in thresholds:
+        hits = sum(1 for q in queries if q in errors["position_errors_m"]
+                   and errors["position_errors_m"][q] <= metres
+                   and errors["rotation_errors_deg"][q] <= degrees)
+        out[f"{metres * 100:g}cm,{degrees:g}deg"] = hits / len(queries)
+    return out
+
+
+def evaluate_localization(config, output_dir: str | Path, calibrated: bool = False,
+                          device=None, progress: bool = True) -> dict:
+    """Build the fountain model with `config` (a pipeline.SfMConfig), localize the queries,
+    compare with ground truth. calibrated: give the queries their GT intrinsics (a
+    --query-cameras file); otherwise COLMAP's prior focal, estimated and refined.
+    A model this config made in output_dir is reused; the localization resumes."""
+    from ..datasets import dataset_path
+    from ..datasets.readers import strecha_cameras
+    from ..pipeline import run_sfm
+    from ..sfm import read_model
+    from ..sfm.localization import LOCALIZED, localize
+
+    output_dir = Path(output_dir)
+    images = dataset_path(DATASET) / "images"
+    config = replace(config, camera_mode="single")
+    cameras = strecha_cameras(DATASET)
+    start = time.perf_counter()
+    model_dir = output_dir / "model"
+    try:  # a model made with this config is reused (the other camera setting's run)
+        done = json.loads((model_dir / "summary.json").read_text())["config"] == json.loads(
+            json.dumps(asdict(config)))
+    except (OSError, ValueError, KeyError):
+        done = False
+    if not done:
+        run_sfm(_link_images(images, MODEL_IMAGES, output_dir / "model_images"), model_dir,
+                config, progress=progress, log=lambda _: None, report=False, device=device)
+    model_seconds = time.perf_counter() - start
+    query_cameras = None
+    if calibrated:
+        query_cameras = output_dir / "query_cameras.txt"
+        query_cameras.write_text("".join(
+            f"{n} PINHOLE {c.width} {c.height} "
+            + " ".join(repr(float(c.K[i, j])) for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
+            + "\n" for n, c in cameras.items() if n in QUERY_IMAGES))
+    queries_dir = output_dir / ("queries_calibrated" if calibrated else "queries")
+    shared = output_dir / ("queries" if calibrated else "queries_calibrated") / "features.h5"
+    if shared.is_file() and not (queries_dir / "features.h5").exists():
+        queries_dir.mkdir(parents=True, exist_ok=True)  # the same features: extract once
+        shutil.copy(shared, queries_dir / "features.h5")
+    found = localize(model_dir, images, queries_dir,
+                     names=QUERY_IMAGES, query_cameras=query_cameras, device=device,
+                     progress=progress, log=None)
+    errors = query_errors(read_model(model_dir / "sparse"), found.poses, cameras)
+    position = list(errors["position_errors_m"].values())
+    rotation = list(errors["rotation_errors_deg"].values())
+    seconds = [r.get("seconds", 0.0) for r in found.queries.values()]
+    return {
+        "benchmark": "localization", "dataset": DATASET, "config": asdict(config),
+        "calibrated": calibrated, "model_images": list(MODEL_IMAGES),
+        "queries": len(QUERY_IMAGES),
+        "localized": sum(r["status"] == LOCALIZED for r in found.queries.values()),
+        "median_position_error_m": float(np.median(position)) if position else None,
+        "max_position_error_m": float(np.max(position)) if position else None,
+        "median_position_error_rel": (float(np.median(position)) / errors["extent_m"]
+                                      if position else None),
+        "median_rotation_error_deg": float(np.median(rotation)) if rotation else None,
+        "max_rotation_error_deg": float(np.max(rotation)) if rotation else None,
+        "recall": recalls(errors), "extent_m": errors["extent_m"],
+        "model_alignment_median_m": errors["model_alignment_median_m"],
+        "model_rotation_median_deg": errors["model_rotation_median_deg"],
+        "errors": errors, "inliers": {n: r.get("inliers") for n, r in found.queries.items()},
+        "seconds_per_query": float(np.mean(seconds)) if seconds else None,
+        "model_seconds": model_seconds,
+    }
