@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from ..errors import ConfigError, ImageError, MatchlabError, OutputMismatchError, UsageError
 from .absolute_pose import FRAME, ModelTracks, PoseOptions, estimate_pose, query_camera
