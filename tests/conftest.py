@@ -1,4 +1,5 @@
-"""Shared fixtures. Point the weight and dataset mirrors at ../shared when it exists."""
+"""Shared fixtures. The weight and dataset mirrors come from MATCHLAB_WEIGHTS_MIRROR and
+MATCHLAB_DATASETS_MIRROR (the Makefile sets them), else a `shared` folder beside the checkout."""
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ use_shared_mirrors(SHARED)
 
 @pytest.fixture(scope="session")
 def datasets_root() -> Path:
-    """Folder holding the sample datasets (the mirror: ../shared/datasets)."""
+    """Folder holding the sample datasets (MATCHLAB_DATASETS_MIRROR)."""
     root = Path(os.environ.get("MATCHLAB_DATASETS_MIRROR", SHARED / "datasets"))
     if not root.is_dir():
         pytest.fail(f"sample datasets not found at {root}; set MATCHLAB_DATASETS_MIRROR")
@@ -24,7 +25,7 @@ def datasets_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_weights() -> Path:
-    """The weight mirror folder (../shared/weights: AffNet.pth, OriNet.pth)."""
+    """The weight mirror folder (MATCHLAB_WEIGHTS_MIRROR: AffNet.pth, OriNet.pth)."""
     root = Path(os.environ.get("MATCHLAB_WEIGHTS_MIRROR", SHARED / "weights"))
     if not root.is_dir():
         pytest.fail(f"weight mirror not found at {root}; set MATCHLAB_WEIGHTS_MIRROR")

@@ -140,7 +140,7 @@ def test_config_errors_and_registry():
 
 
 def test_helpers():
-    # 0.8 + 0.1 exp(-4 l / 9) (methods.md's table rounds l = 7, 0.80446, up to 0.805)
+    # 0.8 + 0.1 exp(-4 l / 9) (the paper's table rounds l = 7, 0.80446, up to 0.805)
     assert [round(confidence_threshold(i), 3) for i in range(9)] == \
         [0.9, 0.864, 0.841, 0.826, 0.817, 0.811, 0.807, 0.804, 0.803]
     x = torch.randn(2, 3, 5)  # rotate_half on head-major channels (2 heads of 4)

@@ -186,8 +186,11 @@ class _EssentialProblem(_Problem):
         # its sampler has a fixed internal seed, so this is deterministic for a given input)
         if len(src) < 5:
             return np.zeros((0, 3, 3))
-        E, _ = cv2.findEssentialMat(self.n0[src], self.n1[dst], np.eye(3), method=cv2.RANSAC,
-                                    prob=0.999, threshold=thr_px / self.f, maxIters=200)
+        try:
+            E, _ = cv2.findEssentialMat(self.n0[src], self.n1[dst], np.eye(3), method=cv2.RANSAC,
+                                        prob=0.999, threshold=thr_px / self.f, maxIters=200)
+        except cv2.error:  # OpenCV's polynomial solver can assert on degenerate samples
+            return np.zeros((0, 3, 3))
         if E is None or E.shape[1] != 3:
             return np.zeros((0, 3, 3))
         return E.reshape(-1, 3, 3)
