@@ -84,13 +84,13 @@ def run_one(n_images: int, work: Path, mapper: str) -> dict:
     import cv2
     import torch
 
-    from matchlab.pipeline import match_pairs
+    from matchlab.pipeline import match_pairs, read_keypoints_and_matches
     from matchlab.registry import load_matcher
     from matchlab.retrieval.pairs import dedupe_pairs, sequential_pairs
     from matchlab.retrieval.select import retrieval_pairs
     from matchlab.sfm import create_database, reconstruct, verify
     from matchlab.sfm.reconstruction import align_and_compare
-    from matchlab.store import FeatureStore, MatchStore
+    from matchlab.store import FeatureStore
     from matchlab.types import Features
 
     work.mkdir(parents=True, exist_ok=True)
@@ -136,10 +136,8 @@ def run_one(n_images: int, work: Path, mapper: str) -> dict:
     stage("match", start)
 
     start = time.perf_counter()
-    with FeatureStore(work / "features.h5", "r") as features:
-        keypoints = {n: features.read_keypoints(n) for n in names}
-    with MatchStore(work / "matches.h5", "r") as matches:
-        pair_matches = {(a, b): matches.read_pairs(a, b)[0] for a, b in pairs}
+    keypoints, pair_matches = read_keypoints_and_matches(work / "features.h5",
+                                                         work / "matches.h5", names, pairs)
     create_database(work / "database.db", image_dir, names, keypoints, pair_matches,
                     camera_model="PINHOLE", camera_mode="single",
                     camera_params=[FOCAL, FOCAL, SIZE[0] / 2, SIZE[1] / 2])

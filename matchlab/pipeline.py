@@ -192,6 +192,18 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
     return report
 
 
+def read_keypoints_and_matches(features_path: str | Path, matches_path: str | Path,
+                               names: Sequence[str], pairs: Sequence[tuple[str, str]]
+                               ) -> tuple[dict[str, Any], dict[tuple[str, str], Any]]:
+    """What `create_database` takes: ({name: keypoints [N, 2]}, {(name0, name1): [M, 2]
+    keypoint indices}) read from the two files."""
+    with FeatureStore(features_path, "r") as features:
+        keypoints = {n: features.read_keypoints(n) for n in names}
+    with MatchStore(matches_path, "r") as matches:
+        pair_matches = {(a, b): matches.read_pairs(a, b)[0] for a, b in pairs}
+    return keypoints, pair_matches
+
+
 def find_duplicates(image_dir: str | Path, names: Sequence[str]) -> dict[str, str]:
     """{name: name of the first identical file} for byte-identical images."""
     seen: dict[str, str] = {}
@@ -298,10 +310,8 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
                                gravity=gravity))
 
     start = time.perf_counter()
-    with FeatureStore(output_dir / "features.h5", "r") as features:
-        keypoints = {n: features.read_keypoints(n) for n in good}
-    with MatchStore(output_dir / "matches.h5", "r") as matches:
-        pair_matches = {(a, b): matches.read_pairs(a, b)[0] for a, b in pairs}
+    keypoints, pair_matches = read_keypoints_and_matches(output_dir / "features.h5",
+                                                         output_dir / "matches.h5", good, pairs)
     create_database(output_dir / "database.db", image_dir, good, keypoints, pair_matches,
                     camera_model=config.camera_model, camera_mode=config.camera_mode)
     if matcher.capabilities.verifies_geometry:  # AffineGlue: its matches are inliers
