@@ -27,11 +27,12 @@ _LAZY = {
     "load_extractor": ".registry",
     "load_matcher": ".registry",
     "localize": ".sfm.localization",
+    "triangulate": ".sfm.triangulation",
 }
 
 __all__ = ["Features", "Matches", "TwoViewGeometry", "Extractor", "Matcher", "MatcherCapabilities",
            "MatchlabError", "ImageError", "ShapeError", "ConfigError",
-           "read_image", "load_extractor", "load_matcher", "localize"]
+           "read_image", "load_extractor", "load_matcher", "localize", "triangulate"]
 
 
 def __getattr__(name: str):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import datasets, demo, evaluate, extract, localize, match, pairs, salvage, sfm, weights
+from . import (datasets, demo, evaluate, extract, localize, match, pairs, salvage, sfm,
+               triangulate, weights)
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_STATUS_HELP, EXIT_USAGE, Command, HelpFormatter
 from ..errors import MatchlabError
 
@@ -20,6 +21,7 @@ COMMANDS: dict[str, Command] = {
     "pairs": pairs.COMMAND,
     "sfm": sfm.COMMAND,
     "localize": localize.COMMAND,
+    "triangulate": triangulate.COMMAND,
     "eval": evaluate.COMMAND,
     "weights": weights.COMMAND,
     "datasets": datasets.COMMAND,

@@ -123,6 +123,12 @@ def _run_localization(args: argparse.Namespace) -> int:
                                    device=resolve_device(args.device))
     result["method"] = f"{args.features}+{args.matcher}"
     print(format_table([result], markdown=args.markdown), flush=True)
+    tri = result["triangulation"]
+    for what, numbers in (("triangulate (GT poses)", tri["triangulate"]),
+                          ("sfm, same pairs", tri["sfm"])):
+        print(f"{what:<24} points {numbers['num_points3D']:>6}  reprojection "
+              f"{numbers['mean_reprojection_error']:.3f} px  track length "
+              f"{numbers['mean_track_length']:.2f}")
     suffix = "_calibrated" if args.calibrated else ""
     path = args.output / f"eval_localization_{tag}{suffix}.json"
     path.write_text(json.dumps([result], indent=1, default=str))

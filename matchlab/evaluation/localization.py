@@ -7,6 +7,10 @@ only (Umeyama on camera centres), so the queries' ground truth is never used for
 alignment. Errors of each query: camera-centre distance (metres, and % of the ground-truth
 camera extent, the largest distance between two of the 11 GT centres) and rotation angle
 (degrees); recall = fraction of queries within each (metres, degrees) threshold pair.
+
+Triangulation (`compare_triangulation`): the model images' ground-truth poses and
+intrinsics given to `matchlab triangulate` with the model's own features, matches and pairs;
+its points (count, mean reprojection error, mean track length) beside the model's.
 """
 from __future__ import annotations
 
@@ -126,6 +130,9 @@ def evaluate_localization(config, output_dir: str | Path, calibrated: bool = Fal
                      names=QUERY_IMAGES, query_cameras=query_cameras, device=device,
                      progress=progress, log=None)
     errors = query_errors(read_model(model_dir / "sparse"), found.poses, cameras)
+    triangulation = compare_triangulation(config, model_dir,
+                                          _link_images(images, MODEL_IMAGES, output_dir / "model_images"),
+                                          output_dir / "triangulation", cameras, progress)
     position = list(errors["position_errors_m"].values())
     rotation = list(errors["rotation_errors_deg"].values())
     seconds = [r.get("seconds", 0.0) for r in found.queries.values()]
@@ -145,5 +152,55 @@ def evaluate_localization(config, output_dir: str | Path, calibrated: bool = Fal
         "model_rotation_median_deg": errors["model_rotation_median_deg"],
         "errors": errors, "inliers": {n: r.get("inliers") for n, r in found.queries.items()},
         "seconds_per_query": float(np.mean(seconds)) if seconds else None,
-        "model_seconds": model_seconds,
+        "model_seconds": model_seconds, "triangulation": triangulation,
     }
+
+
+def write_ground_truth(cameras: Mapping, names, poses_path: Path, cameras_path: Path) -> None:
+    """Ground truth of `names` as a poses file (world-to-camera) and a cameras file (PINHOLE
+    fx fy cx cy), hloc's formats (`sfm.poses`). cameras: {name: datasets.readers.Camera}."""
+    import pycolmap
+
+    from ..sfm.poses import pose_to_qt, write_poses_file
+
+    poses = {}
+    for name in names:
+        rotation, translation = cameras[name].world_to_camera()
+        poses[name] = pose_to_qt(pycolmap.Rigid3d(pycolmap.Rotation3d(rotation), translation))
+    write_poses_file(poses_path, poses)
+    cameras_path.write_text("".join(
+        f"{n} PINHOLE {cameras[n].width} {cameras[n].height} "
+        + " ".join(repr(float(cameras[n].K[i, j])) for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
+        + "\n" for n in names))
+
+
+TRIANGULATION_KEYS = ("num_points3D", "mean_reprojection_error", "mean_track_length",
+                      "num_observations")
+
+
+def compare_triangulation(config, model_dir: Path, image_dir: Path, work_dir: Path,
+                          cameras: Mapping, progress: bool = True) -> dict:
+    """`triangulate` the model images from their ground-truth poses with the model's
+    features, matches and pairs (copied from model_dir: nothing is extracted or matched
+    again), beside the `matchlab sfm` model of model_dir. Returns {"triangulate": {...},
+    "sfm": {...}} with TRIANGULATION_KEYS, plus the triangulation's pose_change and seconds."""
+    from ..sfm.triangulation import triangulate
+
+    out = work_dir / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    names = json.loads((model_dir / "summary.json").read_text())["registered"]
+    for name in ("features.h5", "matches.h5"):
+        if not (out / name).exists():
+            shutil.copy(model_dir / name, out / name)
+    write_ground_truth(cameras, names, work_dir / "gt_poses.txt", work_dir / "gt_cameras.txt")
+    start = time.perf_counter()
+    found = triangulate(image_dir, work_dir / "gt_poses.txt", out,
+                        cameras=work_dir / "gt_cameras.txt",
+                        config=replace(config, pairs=f"file:{model_dir / 'pairs.txt'}"),
+                        progress=progress, log=None, report=False)
+    seconds = time.perf_counter() - start
+    sfm = json.loads((model_dir / "summary.json").read_text())
+    return {"triangulate": {**{k: found.summary[k] for k in TRIANGULATION_KEYS},
+                            "pose_change": found.summary["pose_change"], "seconds": seconds},
+            "sfm": {k: sfm[k] for k in TRIANGULATION_KEYS}, "images": names,
+            "pairs": "the model's pairs.txt"}

@@ -34,7 +34,7 @@ Pair = tuple[str, str]
 
 __all__ = ["Pair", "PairsFileError", "exhaustive_pairs", "sequential_pairs", "dedupe_pairs",
            "read_pairs_file", "write_pairs_file", "parse_pairs_spec", "spec_part_pairs",
-           "SPEC_FORMS"]
+           "SPEC_FORMS", "POSE_SPEC_FORMS"]
 
 
 def _check_names(names: Sequence[str]) -> list[str]:
@@ -184,19 +184,24 @@ def write_pairs_file(path: str | os.PathLike, pairs: Iterable[Sequence[str]]) ->
 
 SpecPart = tuple[str, "int | str | None"]
 SPEC_FORMS = "exhaustive | sequential:N | retrieval:K | sequential:N+retrieval:K | file:PATH"
+# need known camera poses (`matchlab triangulate`; see `retrieval.pose_pairs`)
+POSE_SPEC_FORMS = "nearest:K | covisible:K"
 
 
-def parse_pairs_spec(spec: str) -> list[SpecPart]:
+def parse_pairs_spec(spec: str, with_poses: bool = False) -> list[SpecPart]:
     """The pairs-spec grammar, parsed here for every caller (`matchlab sfm --pairs`,
-    `matchlab pairs --pairs`, `select_pairs`).
+    `matchlab pairs --pairs`, `matchlab triangulate --pairs`, `select_pairs`).
 
     'exhaustive' -> [('exhaustive', None)]; 'sequential:5+retrieval:10' -> [('sequential', 5),
     ('retrieval', 10)] (parts joined by '+' are unioned); 'file:PATH' -> [('file', 'PATH')]
-    (alone; PATH may contain ':' and '+'). N, K >= 1. Anything else is a `PairsFileError`.
+    (alone; PATH may contain ':' and '+'). N, K >= 1. with_poses: the camera poses are
+    known, and 'nearest:K' / 'covisible:K' are parts too. Anything else is a
+    `PairsFileError`.
     """
     text = spec.strip()
     if text.lower().startswith("file:") and text[5:]:
         return [("file", text[5:])]
+    forms = SPEC_FORMS + (" | " + POSE_SPEC_FORMS if with_poses else "")
     parts: list[SpecPart] = []
     for part in text.split("+"):
         kind, sep, arg = part.strip().partition(":")
@@ -204,7 +209,10 @@ def parse_pairs_spec(spec: str) -> list[SpecPart]:
         if kind == "exhaustive" and not sep:
             parts.append(("exhaustive", None))
             continue
-        if kind in ("sequential", "retrieval"):
+        if kind in ("nearest", "covisible") and not with_poses:
+            raise PairsFileError(f"pairs spec {spec!r}: {kind}:K pairs images by their known "
+                                 f"camera poses (matchlab triangulate); here use {SPEC_FORMS}")
+        if kind in ("sequential", "retrieval", "nearest", "covisible"):
             try:
                 value = int(arg)
             except ValueError:
@@ -212,7 +220,7 @@ def parse_pairs_spec(spec: str) -> list[SpecPart]:
             if value >= 1:
                 parts.append((kind, value))
                 continue
-        raise PairsFileError(f"bad pairs spec {spec!r}: expected {SPEC_FORMS} (N, K >= 1)")
+        raise PairsFileError(f"bad pairs spec {spec!r}: expected {forms} (N, K >= 1)")
     return parts
 
 

@@ -10,6 +10,7 @@ Specs (components joined by '+' are unioned, then de-duplicated in either order)
                           threshold: see `retrieval_pairs`)
   sequential:N+retrieval:K  video: a window plus loop closures
   file:PATH               a pairs file (alone; PATH may contain ':' and '+')
+  nearest:K, covisible:K  by known camera poses (`poses` given; see `pose_pairs`)
 
 Global descriptors (`global_descriptor`), stored in output_dir/global.h5 (hloc layout):
   mixvpr          MixVPR with the checkpoint found by `find_mixvpr_checkpoint`
@@ -27,12 +28,13 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError
 from .pairs import Pair, dedupe_pairs, parse_pairs_spec, spec_part_pairs
+from .pose_pairs import POSE_SPEC_KINDS, pose_pairs
 
 __all__ = ["select_pairs", "retrieval_pairs", "compute_global_descriptors",
            "read_global_descriptors", "resolve_global_method", "GLOBAL_RECORD"]
@@ -254,14 +256,22 @@ def compute_global_descriptors(names: Sequence[str], *, image_dir: str | Path,
 def select_pairs(spec: str, names: Sequence[str], *, image_dir: str | Path,
                  output_dir: str | Path, global_descriptor: str = "auto",
                  progress: bool = True, min_score: float | None = None,
-                 log: Callable[[str], None] | None = None) -> list[Pair]:
+                 log: Callable[[str], None] | None = None,
+                 poses: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+                 ) -> list[Pair]:
     """Pairs for `spec` (module docstring) among `names`.
+
+    poses: {name: (camera centre [3], viewing direction [3])} of every name, when the
+    poses are known; enables the nearest:K and covisible:K parts (`pose_pairs`).
 
     Retrieval computes global descriptors into output_dir/global.h5 first (resumable); the
     VLAD fallback reads output_dir/features.h5, which run_sfm writes before selecting pairs.
     """
     names, pairs = list(names), []
-    for kind, arg in parse_pairs_spec(spec):
+    for kind, arg in parse_pairs_spec(spec, with_poses=poses is not None):
+        if kind in POSE_SPEC_KINDS:
+            pairs += pose_pairs(kind, int(arg), names, poses)
+            continue
         if kind != "retrieval":
             pairs += spec_part_pairs(kind, arg, names)
             continue

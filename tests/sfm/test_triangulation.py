@@ -1,0 +1,153 @@
+"""Triangulation from known poses (matchlab.sfm.triangulation, `matchlab triangulate`).
+
+The fast tests cover the pose-based pair specs, the readers of the two pose sources and the
+errors raised before any work. The slow test triangulates Strecha's fountain-P11 from its
+ground-truth poses with the features, matches and pairs of a `matchlab sfm` run on the same
+images (SIFT + NN, the fastest extractor here) and compares the two models.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from matchlab.errors import CamerasFileError, PairsFileError
+from matchlab.retrieval.pairs import parse_pairs_spec
+from matchlab.retrieval.pose_pairs import centre_and_direction, pose_pairs
+from matchlab.sfm.poses import (model_from_poses, pose_from_qt, pose_to_qt, read_known_poses,
+                                write_poses_file)
+
+FOUNTAIN = "strecha_fountain_P11"
+
+
+def _looking(direction, centre):
+    """A world-to-camera pycolmap.Rigid3d of a camera at `centre` whose optical axis is
+    +z or -z (direction +1 / -1)."""
+    q = [1.0, 0.0, 0.0, 0.0] if direction > 0 else [0.0, 1.0, 0.0, 0.0]  # 180 deg about x
+    rotation = np.diag([1.0, 1.0, 1.0]) if direction > 0 else np.diag([1.0, -1.0, -1.0])
+    return pose_from_qt(q, -rotation @ np.asarray(centre, float))
+
+
+def test_nearest_and_covisible_pairs_follow_centres_and_directions():
+    poses = {"a": _looking(1, [0, 0, 0]), "b": _looking(1, [1, 0, 0]),
+             "c": _looking(1, [3, 0, 0]), "d": _looking(-1, [0.1, 0, 0])}
+    cameras = {n: centre_and_direction(p) for n, p in poses.items()}
+    assert np.allclose(cameras["d"][0], [0.1, 0, 0]) and np.allclose(cameras["d"][1], [0, 0, -1])
+    names = list(poses)
+    assert pose_pairs("nearest", 1, names, cameras) == [("a", "d"), ("b", "d"), ("c", "b")]
+    # d looks the other way: never covisible, even as a's closest camera
+    assert pose_pairs("covisible", 1, names, cameras) == [("a", "b"), ("c", "b")]
+    assert pose_pairs("covisible", 5, names, cameras) == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert parse_pairs_spec("nearest:3+covisible:2", with_poses=True) == [("nearest", 3),
+                                                                          ("covisible", 2)]
+    with pytest.raises(PairsFileError, match="known camera poses"):
+        parse_pairs_spec("nearest:3")  # matchlab sfm has no poses
+    with pytest.raises(PairsFileError, match="covisible:K"):
+        parse_pairs_spec("covisible:0", with_poses=True)
+
+
+def test_known_poses_from_a_poses_file_or_a_colmap_model(tmp_path):
+    q = np.array([0.9, 0.1, -0.2, 0.3]) / np.linalg.norm([0.9, 0.1, -0.2, 0.3])
+    write_poses_file(tmp_path / "poses.txt", {"a.jpg": (list(q), [1.0, 2.0, 3.0]),
+                                              "b.jpg": ([1.0, 0, 0, 0], [0.5, 0, 0])})
+    (tmp_path / "cameras.txt").write_text("a.jpg PINHOLE 640 480 500 500 320 240\n"
+                                          "b.jpg PINHOLE 640 480 500 500 320 240\n"
+                                          "c.jpg PINHOLE 640 480 400 400 320 240\n")
+    known, unposed = read_known_poses(tmp_path / "poses.txt", tmp_path / "cameras.txt")
+    assert sorted(known) == ["a.jpg", "b.jpg"] and unposed == []  # c.jpg: a camera, no pose
+    rec = model_from_poses(known)
+    assert rec.num_cameras() == 1 and rec.num_reg_images() == 2  # identical intrinsics shared
+    rec.write_text(str(tmp_path))  # a COLMAP text model: the other source
+    again, _ = read_known_poses(tmp_path)
+    for name, (pose, entry) in known.items():
+        assert again[name][1] == entry
+        for x, y in zip(pose_to_qt(again[name][0]), pose_to_qt(pose)):
+            assert np.allclose(x, y, atol=1e-12)
+    only_b = model_from_poses(known, ["b.jpg"])  # ids do not depend on the subset
+    assert [(im.name, im.image_id) for im in only_b.images.values()] == [("b.jpg", 2)]
+
+
+@pytest.mark.parametrize("poses, cameras, message", [
+    ("a.jpg 1 0 0 0 0 0 0\nb.jpg 1 0 0 0 0 zero 0\n", "a.jpg PINHOLE 8 8 9 9 4 4\n", "line 2"),
+    ("a.jpg 0 0 0 0 0 0 0\n", "a.jpg PINHOLE 8 8 9 9 4 4\n", "quaternion"),
+    ("a.jpg 1 0 0 0 0 0 0\n", "a.jpg FISHEYE_ZZ 8 8 9 9 4 4\n", "line 1"),
+    ("a.jpg 1 0 0 0 0 0 0\nb.jpg 1 0 0 0 0 0 0\n", "a.jpg PINHOLE 8 8 9 9 4 4\n", "b.jpg"),
+    ("a.jpg 1 0 0 0 0 0 0\n", None, "cameras file"),
+])
+def test_bad_poses_or_cameras_are_named(tmp_path, poses, cameras, message):
+    (tmp_path / "poses.txt").write_text(poses)
+    if cameras is not None:
+        (tmp_path / "cameras.txt").write_text(cameras)
+    with pytest.raises(CamerasFileError, match=message):
+        read_known_poses(tmp_path / "poses.txt",
+                         tmp_path / "cameras.txt" if cameras is not None else None)
+
+
+def test_cli_names_the_bad_line_and_the_missing_image(tmp_path, datasets_root, capsys):
+    from matchlab.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("0000.jpg", "0001.jpg"):
+        (images / name).symlink_to(datasets_root / FOUNTAIN / "images" / name)
+    cameras = tmp_path / "cameras.txt"
+    cameras.write_text("".join(f"{n} PINHOLE 3072 2048 2759 2764 1520 1006\n"
+                               for n in ("0000.jpg", "0001.jpg", "0002.jpg")))
+    poses = tmp_path / "poses.txt"
+    poses.write_text("# name qw qx qy qz tx ty tz\n0000.jpg 1 0 0 0 0 0 0\n0001.jpg 1 0 0 0\n")
+    out = tmp_path / "out"
+    args = ["triangulate", str(images), str(poses), str(out), "--cameras", str(cameras)]
+    assert main(args) == 1
+    assert "poses.txt line 3" in capsys.readouterr().err and not out.exists()
+    poses.write_text("0000.jpg 1 0 0 0 0 0 0\n0002.jpg 1 0 0 0 1 0 0\n")
+    assert main(args) == 1
+    assert "0002.jpg" in capsys.readouterr().err  # in POSES, not in IMAGE_DIR
+    assert main(args + ["--pairs", "nearest:x"]) == 1
+    assert "nearest:K" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- slow: fountain
+
+@pytest.mark.slow
+def test_fountain_from_ground_truth_poses_beats_sfm_on_the_same_pairs(tmp_path, datasets_root):
+    """`matchlab sfm` on 6 fountain images, then `matchlab triangulate` of the same images
+    from their ground-truth poses and intrinsics with the same features, matches and pairs:
+    at least as many points, reprojection error below 1 px, poses exactly as given; an
+    image without a pose is skipped and named."""
+    from matchlab.cli import main
+    from matchlab.datasets.readers import strecha_cameras
+    from matchlab.evaluation.localization import (MODEL_IMAGES, _link_images,
+                                                  write_ground_truth)
+    from matchlab.sfm import read_model
+
+    folder = _link_images(datasets_root / FOUNTAIN / "images", MODEL_IMAGES + ("0001.jpg",),
+                          tmp_path / "images")
+    cameras = strecha_cameras(FOUNTAIN)
+    write_ground_truth(cameras, MODEL_IMAGES, tmp_path / "poses.txt", tmp_path / "cams.txt")
+    sfm_images = _link_images(folder, MODEL_IMAGES, tmp_path / "sfm_images")
+    common = ["--features", "sift", "--matcher", "nn", "--device", "cpu", "--plots", "0"]
+    assert main(["sfm", str(sfm_images), str(tmp_path / "sfm"), *common]) == 0
+    out = tmp_path / "tri"
+    out.mkdir()
+    for name in ("features.h5", "matches.h5"):  # extraction and matching are sfm's
+        shutil.copy(tmp_path / "sfm" / name, out / name)
+    assert main(["triangulate", str(folder), str(tmp_path / "poses.txt"), str(out),
+                 "--cameras", str(tmp_path / "cams.txt"), *common,
+                 "--pairs", f"file:{tmp_path / 'sfm' / 'pairs.txt'}"]) == 0
+    sfm = json.loads((tmp_path / "sfm" / "summary.json").read_text())
+    tri = json.loads((out / "summary.json").read_text())
+    assert tri["skipped"] == {"0001.jpg": "no pose given"}
+    assert tri["num_reg_images"] == 6 and tri["num_points3D"] >= sfm["num_points3D"], (tri, sfm)
+    assert tri["mean_reprojection_error"] <= 1.0
+    rec = read_model(out / "sparse")
+    given, _ = read_known_poses(tmp_path / "poses.txt", tmp_path / "cams.txt")
+    assert sorted(im.name for im in rec.images.values()) == sorted(given)
+    for image in rec.images.values():
+        pose, entry = given[image.name]
+        for now, before in zip(pose_to_qt(image.cam_from_world()), pose_to_qt(pose)):
+            assert np.allclose(now, before, rtol=0, atol=1e-9)
+        assert list(rec.cameras[image.camera_id].params) == entry["params"]
+    for name in ("sparse_text", "points3D.ply", "report.html", "database.db"):
+        assert (out / name).exists()
