@@ -92,19 +92,21 @@ def pose_change(rec, known: Mapping[str, tuple]) -> dict[str, float]:
     return {"max_centre_m": centre, "max_rotation_deg": angle}
 
 
-def _triangulate_points(rec, db_path: Path, image_dir: Path, work: Path, options: dict):
-    """pycolmap's point triangulator on `rec` (poses and intrinsics fixed); returns it."""
+def _triangulate_points(rec, db_path: Path, image_dir: Path, work: Path, options: dict,
+                        clear: bool = True):
+    """pycolmap's point triangulator on `rec` (poses and intrinsics fixed); returns it.
+    clear: drop `rec`'s points first (else they are kept and completed)."""
     from .reconstruction import _pipeline_options
 
     pycolmap = _pycolmap()
     with tempfile.TemporaryDirectory(dir=work, prefix=".triangulate-") as tmp:
         return pycolmap.triangulate_points(rec, str(db_path), str(image_dir), tmp,
-                                           clear_points=True,
+                                           clear_points=clear,
                                            options=_pipeline_options("incremental", options),
                                            refine_intrinsics=False)
 
 
-def _refine(rec) -> None:
+def _refine_poses(rec) -> None:
     """Bundle adjustment of poses and points, intrinsics fixed (in place)."""
     pycolmap = _pycolmap()
     options = pycolmap.BundleAdjustmentOptions(
@@ -213,10 +215,11 @@ def triangulate(image_dir: str | os.PathLike, poses: str | os.PathLike,
     reports.append(StageReport("database", done=len(pairs), seconds=time.perf_counter() - start))
 
     start = time.perf_counter()
-    rec = _triangulate_points(rec, db, image_dir, out_dir,
-                              {**DEFAULT_MAPPER_OPTIONS, **config.mapper_options})
-    if refine:
-        _refine(rec)
+    options = {**DEFAULT_MAPPER_OPTIONS, **config.mapper_options}
+    rec = _triangulate_points(rec, db, image_dir, out_dir, options)
+    if refine:  # then the points the refined poses let through
+        _refine_poses(rec)
+        rec = _triangulate_points(rec, db, image_dir, out_dir, options, clear=False)
     export_model(rec, out_dir)
     reports.append(StageReport("triangulate", done=1, seconds=time.perf_counter() - start))
     summary = model_summary(rec, good)

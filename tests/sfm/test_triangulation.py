@@ -111,11 +111,17 @@ def test_cli_names_the_bad_line_and_the_missing_image(tmp_path, datasets_root, c
 # ---------------------------------------------------------------------------- slow: fountain
 
 @pytest.mark.slow
-def test_fountain_from_ground_truth_poses_beats_sfm_on_the_same_pairs(tmp_path, datasets_root):
-    """`matchlab sfm` on 6 fountain images, then `matchlab triangulate` of the same images
-    from their ground-truth poses and intrinsics with the same features, matches and pairs:
-    at least as many points, reprojection error below 1 px, poses exactly as given; an
-    image without a pose is skipped and named."""
+def test_fountain_from_ground_truth_poses_against_sfm_on_the_same_pairs(tmp_path,
+                                                                         datasets_root):
+    """`matchlab sfm` on the 6 model images of the localization benchmark, then `matchlab
+    triangulate` of the same images from their ground-truth poses and intrinsics with the
+    same features, matches and pairs: poses exactly as given, reprojection error below 1 px,
+    an image without a pose skipped and named.
+
+    Points: measured 1782 (0.61 px) against sfm's 1814 (0.56 px). pycolmap's point
+    triangulator makes fewer points than the incremental mapper from the same poses (on
+    sfm's own poses and database it makes 1768), so the bound is 95 % of sfm's; with two-view
+    tracks kept (`triangulation.ignore_two_view_tracks=false`) it makes 4254."""
     from matchlab.cli import main
     from matchlab.datasets.readers import strecha_cameras
     from matchlab.evaluation.localization import (MODEL_IMAGES, _link_images,
@@ -124,23 +130,30 @@ def test_fountain_from_ground_truth_poses_beats_sfm_on_the_same_pairs(tmp_path, 
 
     folder = _link_images(datasets_root / FOUNTAIN / "images", MODEL_IMAGES + ("0001.jpg",),
                           tmp_path / "images")
-    cameras = strecha_cameras(FOUNTAIN)
-    write_ground_truth(cameras, MODEL_IMAGES, tmp_path / "poses.txt", tmp_path / "cams.txt")
+    write_ground_truth(strecha_cameras(FOUNTAIN), MODEL_IMAGES, tmp_path / "poses.txt",
+                       tmp_path / "cams.txt")
     sfm_images = _link_images(folder, MODEL_IMAGES, tmp_path / "sfm_images")
     common = ["--features", "sift", "--matcher", "nn", "--device", "cpu", "--plots", "0"]
     assert main(["sfm", str(sfm_images), str(tmp_path / "sfm"), *common]) == 0
-    out = tmp_path / "tri"
-    out.mkdir()
-    for name in ("features.h5", "matches.h5"):  # extraction and matching are sfm's
-        shutil.copy(tmp_path / "sfm" / name, out / name)
-    assert main(["triangulate", str(folder), str(tmp_path / "poses.txt"), str(out),
-                 "--cameras", str(tmp_path / "cams.txt"), *common,
-                 "--pairs", f"file:{tmp_path / 'sfm' / 'pairs.txt'}"]) == 0
     sfm = json.loads((tmp_path / "sfm" / "summary.json").read_text())
-    tri = json.loads((out / "summary.json").read_text())
-    assert tri["skipped"] == {"0001.jpg": "no pose given"}
-    assert tri["num_reg_images"] == 6 and tri["num_points3D"] >= sfm["num_points3D"], (tri, sfm)
-    assert tri["mean_reprojection_error"] <= 1.0
+    runs = {}
+    for run, extra in (("default", []), ("two_view", [
+            "--mapper-options", "triangulation.ignore_two_view_tracks=false"])):
+        out = tmp_path / run
+        out.mkdir()
+        for name in ("features.h5", "matches.h5"):  # extraction and matching are sfm's
+            shutil.copy(tmp_path / "sfm" / name, out / name)
+        assert main(["triangulate", str(folder), str(tmp_path / "poses.txt"), str(out),
+                     "--cameras", str(tmp_path / "cams.txt"), *common, *extra,
+                     "--pairs", f"file:{tmp_path / 'sfm' / 'pairs.txt'}"]) == 0
+        runs[run] = json.loads((out / "summary.json").read_text())
+        assert runs[run]["skipped"] == {"0001.jpg": "no pose given"}
+        assert runs[run]["num_reg_images"] == 6
+        assert runs[run]["mean_reprojection_error"] <= 1.0
+        assert runs[run]["pose_change"]["max_centre_m"] < 1e-9
+    assert runs["default"]["num_points3D"] >= 0.95 * sfm["num_points3D"], (runs, sfm)
+    assert runs["two_view"]["num_points3D"] >= sfm["num_points3D"], (runs, sfm)
+    out = tmp_path / "default"
     rec = read_model(out / "sparse")
     given, _ = read_known_poses(tmp_path / "poses.txt", tmp_path / "cams.txt")
     assert sorted(im.name for im in rec.images.values()) == sorted(given)
