@@ -117,10 +117,7 @@ def evaluate_localization(config, output_dir: str | Path, calibrated: bool = Fal
     query_cameras = None
     if calibrated:
         query_cameras = output_dir / "query_cameras.txt"
-        query_cameras.write_text("".join(
-            f"{n} PINHOLE {c.width} {c.height} "
-            + " ".join(repr(float(c.K[i, j])) for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
-            + "\n" for n, c in cameras.items() if n in QUERY_IMAGES))
+        query_cameras.write_text(_cameras_text(cameras, QUERY_IMAGES))
     queries_dir = output_dir / ("queries_calibrated" if calibrated else "queries")
     shared = output_dir / ("queries" if calibrated else "queries_calibrated") / "features.h5"
     if shared.is_file() and not (queries_dir / "features.h5").exists():
@@ -168,10 +165,15 @@ def write_ground_truth(cameras: Mapping, names, poses_path: Path, cameras_path: 
         rotation, translation = cameras[name].world_to_camera()
         poses[name] = pose_to_qt(pycolmap.Rigid3d(pycolmap.Rotation3d(rotation), translation))
     write_poses_file(poses_path, poses)
-    cameras_path.write_text("".join(
-        f"{n} PINHOLE {cameras[n].width} {cameras[n].height} "
-        + " ".join(repr(float(cameras[n].K[i, j])) for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
-        + "\n" for n in names))
+    cameras_path.write_text(_cameras_text(cameras, names))
+
+
+def _cameras_text(cameras: Mapping, names) -> str:
+    """hloc cameras-file lines (`name PINHOLE W H fx fy cx cy`) of the ground truth."""
+    return "".join(f"{n} PINHOLE {cameras[n].width} {cameras[n].height} "
+                   + " ".join(repr(float(cameras[n].K[i, j]))
+                              for i, j in ((0, 0), (1, 1), (0, 2), (1, 2))) + "\n"
+                   for n in names)
 
 
 TRIANGULATION_KEYS = ("num_points3D", "mean_reprojection_error", "mean_track_length",

@@ -210,7 +210,7 @@ def parse_pairs_spec(spec: str, with_poses: bool = False) -> list[SpecPart]:
             parts.append(("exhaustive", None))
             continue
         if kind in ("nearest", "covisible") and not with_poses:
-            raise PairsFileError(f"pairs spec {spec!r}: {kind}:K pairs images by their known "
+            raise PairsFileError(f"bad pairs spec {spec!r}: {kind}:K pairs images by their known "
                                  f"camera poses (matchlab triangulate); here use {SPEC_FORMS}")
         if kind in ("sequential", "retrieval", "nearest", "covisible"):
             try:

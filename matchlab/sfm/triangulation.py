@@ -87,8 +87,10 @@ def pose_change(rec, known: Mapping[str, tuple]) -> dict[str, float]:
         r0, r1 = (np.asarray(p.rotation.matrix()) for p in (given, now))
         c0, c1 = (-r.T @ np.asarray(p.translation) for r, p in ((r0, given), (r1, now)))
         centre = max(centre, float(np.linalg.norm(c1 - c0)))
-        cos = np.clip((np.trace(r1 @ r0.T) - 1) / 2, -1.0, 1.0)
-        angle = max(angle, float(np.degrees(np.arccos(cos))))
+        rel = r1 @ r0.T  # angle from sin and cos: exact near 0, unlike arccos alone
+        sin = np.linalg.norm([rel[2, 1] - rel[1, 2], rel[0, 2] - rel[2, 0],
+                              rel[1, 0] - rel[0, 1]]) / 2
+        angle = max(angle, float(np.degrees(np.arctan2(sin, (np.trace(rel) - 1) / 2))))
     return {"max_centre_m": centre, "max_rotation_deg": angle}
 
 

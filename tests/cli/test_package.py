@@ -50,14 +50,16 @@ def test_lazy_names_of_the_package_still_resolve():
     assert matchlab.load_extractor is matchlab.registry.load_extractor
     assert matchlab.Features.__module__ == "matchlab.types"
     assert matchlab.localize.__module__ == "matchlab.sfm.localization"
+    assert matchlab.triangulate.__module__ == "matchlab.sfm.triangulation"
     with pytest.raises(AttributeError):
         matchlab.no_such_name  # noqa: B018
 
 
 def test_every_command_is_in_the_table_at_import():
     proc = python("-c", "from matchlab.cli import COMMANDS; print(' '.join(COMMANDS))")
-    assert proc.stdout.split() == ["extract", "match", "pairs", "sfm", "localize", "eval",
-                                   "weights", "datasets", "demo", "salvage"]
+    assert proc.stdout.split() == ["extract", "match", "pairs", "sfm", "localize",
+                                   "triangulate", "eval", "weights", "datasets", "demo",
+                                   "salvage"]
     for name, command in COMMANDS.items():
         assert (command.run is None) == bool(command.subcommands), name
         assert command.help, name
