@@ -109,11 +109,17 @@ def _triangulate_points(rec, db_path: Path, image_dir: Path, work: Path, options
 
 
 def _refine_poses(rec) -> None:
-    """Bundle adjustment of poses and points, intrinsics fixed (in place)."""
+    """Bundle adjustment of poses and points, intrinsics fixed (in place). The gauge is
+    fixed on two cameras (COLMAP's TWO_CAMS_FROM_WORLD), so the frame stays the given one."""
     pycolmap = _pycolmap()
     options = pycolmap.BundleAdjustmentOptions(
-        refine_focal_length=False, refine_principal_point=False, refine_extra_params=False)
-    pycolmap.bundle_adjustment(rec, options)
+        refine_focal_length=False, refine_principal_point=False, refine_extra_params=False,
+        print_summary=False)
+    config = pycolmap.BundleAdjustmentConfig()
+    for image_id in rec.reg_image_ids():
+        config.add_image(image_id)
+    config.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
+    pycolmap.create_default_bundle_adjuster(options, config, rec).solve()
 
 
 def _check_sizes(features_path: Path, names, known: Mapping[str, tuple]) -> None:
