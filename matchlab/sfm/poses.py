@@ -131,7 +131,8 @@ def read_known_poses(poses: str | os.PathLike, cameras: str | os.PathLike | None
     """({image name: (cam_from_world pycolmap.Rigid3d, camera entry)}, names without pose).
 
     poses: a COLMAP model folder (cameras + images, binary or text; its points are not
-    used; its images without a pose are the second value), or a poses file (module doc)
+    used; its images without a pose are the second value; image id order), or a poses
+    file (module doc, line order)
     read with `cameras`, a cameras file that must name every image of the poses file.
     A camera entry is {"model", "width", "height", "params"} (`camera_entry`)."""
     poses = Path(poses)
@@ -147,7 +148,7 @@ def read_known_poses(poses: str | os.PathLike, cameras: str | os.PathLike | None
             raise CamerasFileError(f"{poses} is not a COLMAP model folder (cameras, images; "
                                    f"binary or text): {e}") from None
         known, unposed = {}, []
-        for image in rec.images.values():
+        for image in sorted(rec.images.values(), key=lambda im: im.image_id):
             if not image.has_pose:
                 unposed.append(image.name)
                 continue

@@ -173,3 +173,11 @@ def test_fountain_from_ground_truth_poses_against_sfm_on_the_same_pairs(tmp_path
         assert list(rec.cameras[image.camera_id].params) == entry["params"]
     for name in ("sparse_text", "points3D.ply", "report.html", "database.db"):
         assert (out / name).exists()
+    # the output model as POSES (a COLMAP model: poses and cameras, its points ignored)
+    again = tmp_path / "again"
+    again.mkdir()
+    for name in ("features.h5", "matches.h5", "database.db"):  # the same ids: reusable
+        shutil.copy(out / name, again / name)
+    assert main(["triangulate", str(folder), str(out / "sparse"), str(again), *common,
+                 "--pairs", f"file:{tmp_path / 'sfm' / 'pairs.txt'}"]) == 0
+    assert read_model(again / "sparse").num_points3D() == rec.num_points3D()
