@@ -122,17 +122,19 @@ def _refine_poses(rec) -> None:
     pycolmap.create_default_bundle_adjuster(options, config, rec).solve()
 
 
-def _check_sizes(features_path: Path, names, known: Mapping[str, tuple]) -> None:
-    from ..store import FeatureStore
-
-    with FeatureStore(features_path, "r") as store:
-        for name in names:
-            size = tuple(store.read(name).image_size)
-            entry = known[name][1]
-            if size != (entry["width"], entry["height"]):
-                raise UsageError(f"the camera of {name} is {entry['width']}x{entry['height']} "
-                                 f"but the image is {size[0]}x{size[1]}; give the intrinsics "
-                                 f"of the image as it is in the folder")
+def _check_sizes(sizes: Mapping[str, tuple | None], known: Mapping[str, tuple],
+                 turned: bool = False) -> None:
+    """UsageError naming the first image whose size (W, H) is not its camera's. turned:
+    the sizes are file headers, before EXIF orientation: (H, W) passes too."""
+    for name, size in sizes.items():
+        entry = known[name][1]
+        expected = {(entry["width"], entry["height"])}
+        if turned:
+            expected.add((entry["height"], entry["width"]))
+        if size is not None and tuple(size) not in expected:
+            raise UsageError(f"the camera of {name} is {entry['width']}x{entry['height']} "
+                             f"but the image is {size[0]}x{size[1]}; give the intrinsics "
+                             f"of the image as it is in the folder")
 
 
 def triangulate(image_dir: str | os.PathLike, poses: str | os.PathLike,
@@ -152,7 +154,8 @@ def triangulate(image_dir: str | os.PathLike, poses: str | os.PathLike,
     refine:  also refine the poses (bundle adjustment; intrinsics stay fixed).
     Every stage resumes as in `run_sfm`. Returns a `Triangulation`.
     """
-    from ..images import list_images
+    from ..images import image_size, list_images
+    from ..store import FeatureStore
     from ..pipeline import (DEFAULT_MAPPER_OPTIONS, SfMConfig, check_gravity, extract_features,
                             match_pairs, model_record, read_keypoints_and_matches, StageReport)
     from ..io.gravity import read_gravity
@@ -192,6 +195,7 @@ def triangulate(image_dir: str | os.PathLike, poses: str | os.PathLike,
     if device is not None:
         extractor, matcher = extractor.to(device), matcher.to(device)
     candidates = [n for n in names if n in known]
+    _check_sizes({n: image_size(image_dir / n) for n in candidates}, known, turned=True)
     reports = [extract_features(image_dir, candidates, out_dir / "features.h5", extractor,
                                 progress=progress, log=say,
                                 record=model_record(config.features, extractor))]
@@ -200,7 +204,8 @@ def triangulate(image_dir: str | os.PathLike, poses: str | os.PathLike,
     if len(good) < 2:
         raise ReconstructionError(f"fewer than two readable images with a pose in "
                                   f"{image_dir}; skipped: {skipped}")
-    _check_sizes(out_dir / "features.h5", good, known)
+    with FeatureStore(out_dir / "features.h5", "r") as store:  # EXIF orientation applied
+        _check_sizes({n: store.read(n).image_size for n in good}, known)
 
     pairs = select_pairs(config.pairs, good, image_dir=image_dir, output_dir=out_dir,
                          global_descriptor=config.global_descriptor, progress=progress,

@@ -40,6 +40,12 @@ def test_nearest_and_covisible_pairs_follow_centres_and_directions():
     # d looks the other way: never covisible, even as a's closest camera
     assert pose_pairs("covisible", 1, names, cameras) == [("a", "b"), ("c", "b")]
     assert pose_pairs("covisible", 5, names, cameras) == [("a", "b"), ("a", "c"), ("b", "c")]
+    from matchlab.retrieval.select import select_pairs
+
+    assert select_pairs("covisible:1+sequential:1", names, image_dir=".", output_dir=".",
+                        poses=cameras) == [("a", "b"), ("c", "b"), ("c", "d")]  # union
+    with pytest.raises(PairsFileError, match="known camera poses"):
+        select_pairs("nearest:1", names, image_dir=".", output_dir=".")
     assert parse_pairs_spec("nearest:3+covisible:2", with_poses=True) == [("nearest", 3),
                                                                           ("covisible", 2)]
     with pytest.raises(PairsFileError, match="known camera poses"):
@@ -106,6 +112,12 @@ def test_cli_names_the_bad_line_and_the_missing_image(tmp_path, datasets_root, c
     assert "0002.jpg" in capsys.readouterr().err  # in POSES, not in IMAGE_DIR
     assert main(args + ["--pairs", "nearest:x"]) == 1
     assert "nearest:K" in capsys.readouterr().err
+    poses.write_text("0000.jpg 1 0 0 0 0 0 0\n0001.jpg 1 0 0 0 1 0 0\n")
+    cameras.write_text("0000.jpg PINHOLE 1536 1024 1380 1382 760 503\n"
+                       "0001.jpg PINHOLE 3072 2048 2759 2764 1520 1006\n")
+    assert main(args) == 1  # before any extraction
+    assert "camera of 0000.jpg is 1536x1024 but the image is 3072x2048" in capsys.readouterr().err
+    assert not (out / "features.h5").exists()
 
 
 # ---------------------------------------------------------------------------- slow: fountain
