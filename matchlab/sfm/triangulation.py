@@ -137,6 +137,16 @@ def _check_sizes(sizes: Mapping[str, tuple | None], known: Mapping[str, tuple],
                              f"of the image as it is in the folder")
 
 
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(W, H) from the file's header; None when unreadable (extraction then names it)."""
+    from ..images import image_size
+
+    try:
+        return image_size(path)
+    except (OSError, ValueError):  # ImageError is a ValueError
+        return None
+
+
 def triangulate(image_dir: str | os.PathLike, poses: str | os.PathLike,
                 out_dir: str | os.PathLike, *, cameras: str | os.PathLike | None = None,
                 config=None, refine: bool = False, device=None, progress: bool = True,
@@ -154,7 +164,7 @@ def triangulate(image_dir: str | os.PathLike, poses: str | os.PathLike,
     refine:  also refine the poses (bundle adjustment; intrinsics stay fixed).
     Every stage resumes as in `run_sfm`. Returns a `Triangulation`.
     """
-    from ..images import image_size, list_images
+    from ..images import list_images
     from ..store import FeatureStore
     from ..pipeline import (DEFAULT_MAPPER_OPTIONS, SfMConfig, check_gravity, extract_features,
                             match_pairs, model_record, read_keypoints_and_matches, StageReport)
@@ -195,7 +205,7 @@ def triangulate(image_dir: str | os.PathLike, poses: str | os.PathLike,
     if device is not None:
         extractor, matcher = extractor.to(device), matcher.to(device)
     candidates = [n for n in names if n in known]
-    _check_sizes({n: image_size(image_dir / n) for n in candidates}, known, turned=True)
+    _check_sizes({n: _header_size(image_dir / n) for n in candidates}, known, turned=True)
     reports = [extract_features(image_dir, candidates, out_dir / "features.h5", extractor,
                                 progress=progress, log=say,
                                 record=model_record(config.features, extractor))]
@@ -224,7 +234,9 @@ def triangulate(image_dir: str | os.PathLike, poses: str | os.PathLike,
     create_database(db, image_dir, good, keypoints, pair_matches)  # images are there
     if matcher.capabilities.verifies_geometry:
         import_verified(db, pairs)
-    verify(db, pairs)
+    if not pairs or verify(db, pairs)["pairs_with_inliers"] == 0:
+        raise ReconstructionError(f"none of the {len(pairs)} pairs ({config.pairs}) has "
+                                  f"verified matches: nothing to triangulate")
     reports.append(StageReport("database", done=len(pairs), seconds=time.perf_counter() - start))
 
     start = time.perf_counter()
