@@ -177,6 +177,18 @@ def _benchmark_table(benchmark: str, names: Sequence[str] = MAIN_RUNS) -> Callab
     return lambda runs: format_table(_results(runs, names, benchmark), markdown=True).strip()
 
 
+# `matchlab eval localization` runs, each one folder/JSON holding both camera settings.
+LOCALIZATION_RUNS = ("localization_sift_nn", "localization_superpoint_nn",
+                     "localization_disk_lightglue", "localization_superpoint_superglue")
+
+
+def _localization(runs: Runs) -> str:
+    """The localization runs side by side: first every method with estimated intrinsics, then
+    every method with the ground-truth ones."""
+    found = _results(runs, LOCALIZATION_RUNS, "localization")
+    return format_table(sorted(found, key=lambda r: r["calibrated"]), markdown=True).strip()
+
+
 def _headline(runs: Runs) -> str:
     """One row per method: AUC@5 of homography (px) and pose (degrees) with pycolmap
     LO-RANSAC (AffineGlue: its own estimate), and the fountain reconstruction's error."""
@@ -299,6 +311,7 @@ DOC_TABLES: dict[str, Callable[[Runs], str]] = {
     "superglue-indoor": _benchmark_table("pose", ("pose_superpoint_superglue_indoor",)),
     "estimators": _estimators,
     "sfm-pairs": _sfm_pairs,
+    "localization": _localization,
     "affineglue-vs-ransac": _affineglue_vs_ransac,
     "affineglue-sift": _affineglue_sift,
     "affineglue-scoring": _affineglue_variants((
