@@ -59,7 +59,7 @@ def _rows(result: dict) -> tuple[list[str], list[list[str]]]:
 def _localization_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     head = ["method", "dataset", "query cameras", "localized", "median pos cm", "median %extent",
             "max pos cm", "median rot deg", "max rot deg",
-            *(f"R@{k.replace(',', '/')}" for k in result["recall"]), "s/query"]
+            *(f"R@{k.replace(',', '/')}" for k in result["recall"]), "model rot deg", "s/query"]
     cm = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
     deg = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     rel = result["median_position_error_rel"]
@@ -70,7 +70,7 @@ def _localization_rows(result: dict) -> tuple[list[str], list[list[str]]]:
                    cm(result["max_position_error_m"]), deg(result["median_rotation_error_deg"]),
                    deg(result["max_rotation_error_deg"]),
                    *(f"{v:.2f}" for v in result["recall"].values()),
-                   f"{result['seconds_per_query']:.1f}"]]
+                   deg(result["model_rotation_median_deg"]), f"{result['seconds_per_query']:.1f}"]]
 
 
 def render(head: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = True) -> str:
