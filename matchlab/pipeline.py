@@ -229,6 +229,9 @@ class SfMConfig:
     max_keypoints: int | None = DEFAULT_MAX_KEYPOINTS
     camera_model: str = "SIMPLE_RADIAL"
     camera_mode: str = "auto"
+    # known intrinsics of camera_model in COLMAP's order (e.g. PINHOLE: fx, fy, cx, cy), in
+    # pixels of the original images; the incremental mapper then holds them fixed
+    camera_params: list[float] | None = None
     global_descriptor: str = "auto"  # for retrieval pairs
     matcher_conf: dict = field(default_factory=dict)
     extractor_conf: dict = field(default_factory=dict)
@@ -244,6 +247,9 @@ class SfMConfig:
 # 10/10 images in 6 of 6 single-threaded runs, but 2/10 in 2 of 6 multi-threaded ones).
 # Pass mapper option num_threads=-1 for speed on large scenes.
 DEFAULT_MAPPER_OPTIONS = {"random_seed": 0, "num_threads": 1}
+# With known intrinsics (SfMConfig.camera_params) the incremental mapper leaves them as given.
+FIXED_INTRINSICS_OPTIONS = {"ba_refine_focal_length": False, "ba_refine_principal_point": False,
+                            "ba_refine_extra_params": False}
 # When the model holds fewer than this fraction of the images, mapping is retried with
 # other seeds (a bad initial pair can strand the mapper on a tiny model), best model kept.
 RETRY_BELOW_FRACTION, RETRY_SEEDS = 0.5, (1, 2)
@@ -313,14 +319,16 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     keypoints, pair_matches = read_keypoints_and_matches(output_dir / "features.h5",
                                                          output_dir / "matches.h5", good, pairs)
     create_database(output_dir / "database.db", image_dir, good, keypoints, pair_matches,
-                    camera_model=config.camera_model, camera_mode=config.camera_mode)
+                    camera_model=config.camera_model, camera_mode=config.camera_mode,
+                    camera_params=config.camera_params)
     if matcher.capabilities.verifies_geometry:  # AffineGlue: its matches are inliers
         import_verified(output_dir / "database.db", pairs)
     verify(output_dir / "database.db", pairs)  # (skips pairs verified above)
     reports.append(StageReport("database", done=len(pairs), seconds=time.perf_counter() - start))
 
     start = time.perf_counter()
-    options = {**DEFAULT_MAPPER_OPTIONS, **config.mapper_options}
+    fixed = FIXED_INTRINSICS_OPTIONS if config.camera_params and config.mapper == "incremental" else {}
+    options = {**DEFAULT_MAPPER_OPTIONS, **fixed, **config.mapper_options}
     rec = reconstruct(output_dir / "database.db", image_dir, output_dir, mapper=config.mapper,
                       options=options, image_names=good)
     for seed in RETRY_SEEDS:

@@ -173,6 +173,12 @@ def test_sfm_bad_folder_and_options_give_clear_errors(datasets_root, tmp_path, c
     assert main(["sfm", str(tmp_path / "empty"), str(tmp_path / "out"),
                  "--matcher-conf", "no_such_option=1"]) == 1
     assert "no_such_option" in capsys.readouterr().err
+    for params, message in (("1,2,3", "PINHOLE takes fx, fy, cx, cy"),
+                            ("1,2,x,4", "comma-separated numbers")):
+        assert main(["sfm", str(tmp_path / "empty"), str(tmp_path / "out"), "--camera-model",
+                     "PINHOLE", "--camera-params", params]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "features.h5").exists()  # refused before any work
 
 
 @pytest.mark.slow

@@ -60,8 +60,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
                         "mixvpr:PATH (auto: MixVPR when a checkpoint is found, else VLAD)")
     p.add_argument("--k", type=int, default=5, help="sfm-pairs: K of retrieval:K")
     p.add_argument("--calibrated", action="store_true",
-                   help="localization: give the queries their ground-truth intrinsics "
-                        "(default: COLMAP's prior focal, estimated and refined)")
+                   help="localization: give the model images and the queries their "
+                        "ground-truth intrinsics, held fixed (default: COLMAP's prior focal, "
+                        "estimated and refined)")
     p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     p.add_argument("--output", type=Path, default=Path("outputs/eval"),
                    help="folder for the JSON results (and reconstruction work files)")

@@ -27,6 +27,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="global descriptor for retrieval pairs: auto, mixvpr or vlad")
     p.add_argument("--mapper", default="incremental", choices=("incremental", "global"))
     p.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model")
+    p.add_argument("--camera-params", metavar="P1,P2,...",
+                   help="known intrinsics of --camera-model in COLMAP's order and in pixels of "
+                        "the original images (e.g. PINHOLE: fx,fy,cx,cy); the incremental "
+                        "mapper holds them fixed")
     p.add_argument("--camera-mode", default="auto",
                    choices=("auto", "single", "per_folder", "per_image"),
                    help="which images share intrinsics")
@@ -56,8 +60,22 @@ def _check_before_work(args: argparse.Namespace) -> None:
     if args.camera_model not in models:
         raise UsageError(f"unknown --camera-model {args.camera_model!r}; COLMAP's: "
                          f"{', '.join(models)}")
+    if args.camera_params is not None:
+        expected = pycolmap.Camera(model=args.camera_model, width=1, height=1).params_info
+        if len(_camera_params(args.camera_params)) != len(expected.split(",")):
+            raise UsageError(f"--camera-params {args.camera_params}: {args.camera_model} "
+                             f"takes {expected}")
     read_gravity_option(args.gravity)
     image_names(args.image_dir)
+
+
+def _camera_params(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--camera-params {text}: expected comma-separated numbers") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     config = SfMConfig(
         features=args.features, matcher=args.matcher, pairs=args.pairs, mapper=args.mapper,
         resize=None if args.resize == 0 else args.resize, camera_model=args.camera_model,
-        camera_mode=args.camera_mode, global_descriptor=args.global_descriptor,
+        camera_params=_camera_params(args.camera_params), camera_mode=args.camera_mode,
+        global_descriptor=args.global_descriptor,
         matcher_conf=parse_conf(args.matcher_conf, "--matcher-conf"),
         extractor_conf=parse_conf(args.extractor_conf, "--extractor-conf"),
         mapper_options=parse_conf(args.mapper_options, "--mapper-options"),

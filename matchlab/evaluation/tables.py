@@ -59,7 +59,7 @@ def _rows(result: dict) -> tuple[list[str], list[list[str]]]:
 def _localization_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     head = ["method", "dataset", "query cameras", "localized", "median pos cm", "median %extent",
             "max pos cm", "median rot deg", "max rot deg",
-            *(f"R@{k.replace(',', '/')}" for k in result["recall"]), "s/query"]
+            *(f"R@{k.replace(',', '/')}" for k in result["recall"]), "model rot deg", "s/query"]
     cm = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
     deg = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     rel = result["median_position_error_rel"]
@@ -70,7 +70,7 @@ def _localization_rows(result: dict) -> tuple[list[str], list[list[str]]]:
                    cm(result["max_position_error_m"]), deg(result["median_rotation_error_deg"]),
                    deg(result["max_rotation_error_deg"]),
                    *(f"{v:.2f}" for v in result["recall"].values()),
-                   f"{result['seconds_per_query']:.1f}"]]
+                   deg(result["model_rotation_median_deg"]), f"{result['seconds_per_query']:.1f}"]]
 
 
 def render(head: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = True) -> str:
@@ -175,6 +175,18 @@ def _deg(result: dict, *thresholds: int) -> str:
 
 def _benchmark_table(benchmark: str, names: Sequence[str] = MAIN_RUNS) -> Callable[[Runs], str]:
     return lambda runs: format_table(_results(runs, names, benchmark), markdown=True).strip()
+
+
+# `matchlab eval localization` runs, each one folder/JSON holding both camera settings.
+LOCALIZATION_RUNS = ("localization_sift_nn", "localization_superpoint_nn",
+                     "localization_disk_lightglue", "localization_superpoint_superglue")
+
+
+def _localization(runs: Runs) -> str:
+    """The localization runs side by side: first every method with estimated intrinsics, then
+    every method with the ground-truth ones."""
+    found = _results(runs, LOCALIZATION_RUNS, "localization")
+    return format_table(sorted(found, key=lambda r: r["calibrated"]), markdown=True).strip()
 
 
 def _headline(runs: Runs) -> str:
@@ -299,6 +311,7 @@ DOC_TABLES: dict[str, Callable[[Runs], str]] = {
     "superglue-indoor": _benchmark_table("pose", ("pose_superpoint_superglue_indoor",)),
     "estimators": _estimators,
     "sfm-pairs": _sfm_pairs,
+    "localization": _localization,
     "affineglue-vs-ransac": _affineglue_vs_ransac,
     "affineglue-sift": _affineglue_sift,
     "affineglue-scoring": _affineglue_variants((

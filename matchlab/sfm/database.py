@@ -156,6 +156,11 @@ def create_database(db_path: str | os.PathLike, image_dir: str | os.PathLike,
     kps, pair_matches = _check_inputs(image_dir, names, keypoints, matches)
     names = list(names)
     mode = _camera_mode(camera_mode)
+    if camera_params is not None:
+        expected = pycolmap.Camera(model=camera_model, width=1, height=1).params_info
+        if len(camera_params) != len(expected.split(",")):
+            raise DatabaseError(f"camera_params: {camera_model} takes {expected}, "
+                                f"got {len(camera_params)} values")
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
 

@@ -294,3 +294,39 @@ def test_sequential_frames_are_matched_to_their_localized_predecessors(fountain,
     errors = query_errors(read_model(model / "sparse"), found.poses, strecha_cameras())
     assert max(errors["position_errors_m"].values()) < MAX_POSITION_ERROR_M, errors
     assert max(errors["rotation_errors_deg"].values()) < MAX_ROTATION_ERROR_DEG, errors
+
+
+@pytest.mark.slow
+def test_frame_the_model_cannot_place_is_carried_by_its_neighbours(fountain, tmp_path,
+                                                                   monkeypatch):
+    """A texture-poor stretch, staged: frame 0009 may match only model image 0000, across the
+    widest baseline of the scene. Alone it is refused (measured with SIFT: 33 pose inliers of
+    325); with --sequential 2 it is localized through frames 0005 and 0007 (measured with
+    SIFT: 442 and 272 inliers through them, 42 through 0000; 0.91 cm, 0.48 deg)."""
+    from matchlab.datasets.readers import strecha_cameras
+    from matchlab.evaluation.localization import QUERY_IMAGES, query_errors
+    from matchlab.retrieval.query import QueryRetriever
+    from matchlab.sfm import read_model
+    from matchlab.sfm.localization import localize
+
+    model, queries, out, _ = fountain
+    retrieve = QueryRetriever.__call__
+    monkeypatch.setattr(QueryRetriever, "__call__", lambda self, path, features: (
+        ["0000.jpg"] if Path(path).name == "0009.jpg" else retrieve(self, path, features)))
+    found = {}
+    for sequential in (0, 2):
+        work = tmp_path / f"sequential_{sequential}"
+        work.mkdir()
+        shutil.copy(out / "features.h5", work / "features.h5")
+        found[sequential] = localize(model, queries, work, names=QUERY_IMAGES, k=2,
+                                     sequential=sequential, progress=False, report=False,
+                                     log=None)
+    alone, carried = found[0].queries["0009.jpg"], found[2].queries["0009.jpg"]
+    assert alone["model_images"] == ["0000.jpg"] and alone["status"] != "localized", alone
+    assert "0009.jpg" not in found[0].poses
+    assert carried["status"] == "localized", carried
+    through = carried["inliers_per_image"]
+    assert through["frame:0007.jpg"] > 2 * through["0000.jpg"], through
+    errors = query_errors(read_model(model / "sparse"), found[2].poses, strecha_cameras())
+    assert errors["position_errors_m"]["0009.jpg"] < MAX_POSITION_ERROR_M, errors
+    assert errors["rotation_errors_deg"]["0009.jpg"] < MAX_ROTATION_ERROR_DEG, errors

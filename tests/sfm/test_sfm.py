@@ -263,6 +263,29 @@ def test_verify_with_pairs_file_and_global_mapper(tmp_path):
     assert align_and_compare(rec, centres)["median_error_rel"] < 1e-3
 
 
+def test_known_intrinsics_are_held_fixed_by_the_mapper(tmp_path):
+    """SfMConfig.camera_params: the given intrinsics reach the database and, with
+    FIXED_INTRINSICS_OPTIONS (what run_sfm adds for them), leave mapping unchanged even when
+    they are 4 % off; without those options COLMAP refines the focal length back to 500."""
+    from matchlab.pipeline import FIXED_INTRINSICS_OPTIONS
+
+    names = [f"{i}.png" for i in range(5)]
+    keypoints, matches, centres, _ = synthetic_scene(tmp_path / "images", names, num_points=120,
+                                                     seed=5)
+    db = tmp_path / "db.db"
+    given = [520.0, 520.0, 319.5, 239.5]
+    create_database(db, tmp_path / "images", names, keypoints, matches,
+                    camera_model="PINHOLE", camera_mode="single", camera_params=given)
+    verify(db, options=FAST_RANSAC)
+    fixed = reconstruct(db, tmp_path / "images", tmp_path / "fixed",
+                        options={**MAP_OPTIONS, **FIXED_INTRINSICS_OPTIONS})
+    refined = reconstruct(db, tmp_path / "images", tmp_path / "refined", options=MAP_OPTIONS)
+    assert fixed.num_reg_images() == refined.num_reg_images() == 5
+    assert list(fixed.cameras[1].params) == given
+    assert abs(refined.cameras[1].params[0] - 500.0) < 2.0
+    assert align_and_compare(refined, centres)["median_error_rel"] < 1e-3
+
+
 def test_create_database_rerun_does_not_duplicate(tmp_path):
     names = [f"{i}.png" for i in range(5)]
     keypoints, matches, _, _ = synthetic_scene(tmp_path / "images", names, num_points=60)
@@ -325,6 +348,10 @@ def test_create_database_rejects_stale_db_and_bad_inputs(tmp_path):
     assert not fresh.exists()  # inputs are checked before anything is written
     with pytest.raises(DatabaseError, match="camera_mode"):
         create_database(fresh, image_dir, names, keypoints, matches, camera_mode="rig")
+    with pytest.raises(DatabaseError, match="PINHOLE takes fx, fy, cx, cy, got 3 values"):
+        create_database(fresh, image_dir, names, keypoints, matches, camera_model="PINHOLE",
+                        camera_params=[500.0, 320.0, 240.0])
+    assert not fresh.exists()
     unreadable = image_dir / "broken.png"
     unreadable.write_bytes(b"not an image")
     with pytest.raises(DatabaseError, match="could not import.*broken.png"):
