@@ -146,7 +146,9 @@ def evaluate_localization(config, output_dir: str | Path, calibrated: bool = Fal
     errors = query_errors(read_model(model_dir / "sparse"), found.poses, cameras)
     triangulation = compare_triangulation(config, model_dir,
                                           _link_images(images, MODEL_IMAGES, output_dir / "model_images"),
-                                          output_dir / "triangulation", cameras, progress)
+                                          output_dir / ("triangulation_calibrated" if calibrated
+                                                        else "triangulation"),
+                                          cameras, progress)
     position = list(errors["position_errors_m"].values())
     rotation = list(errors["rotation_errors_deg"].values())
     seconds = [r.get("seconds", 0.0) for r in found.queries.values()]

@@ -189,6 +189,22 @@ def _localization(runs: Runs) -> str:
     return format_table(sorted(found, key=lambda r: r["calibrated"]), markdown=True).strip()
 
 
+def _triangulation(runs: Runs) -> str:
+    """`matchlab sfm` against `matchlab triangulate` from the ground-truth poses on the same
+    features, matches and pairs (the localization runs without --calibrated)."""
+    head = ["method", "model", "3D points", "mean reprojection px", "mean track length"]
+    rows = []
+    for r in _results(runs, LOCALIZATION_RUNS, "localization"):
+        if r["calibrated"] or "triangulation" not in r:
+            continue
+        for label, key in (("`matchlab sfm`", "sfm"),
+                           ("`matchlab triangulate` (GT poses)", "triangulate")):
+            m = r["triangulation"][key]
+            rows.append([r.get("method", "?"), label, str(m["num_points3D"]),
+                         f"{m['mean_reprojection_error']:.3f}", f"{m['mean_track_length']:.2f}"])
+    return render(head, rows)
+
+
 def _headline(runs: Runs) -> str:
     """One row per method: AUC@5 of homography (px) and pose (degrees) with pycolmap
     LO-RANSAC (AffineGlue: its own estimate), and the fountain reconstruction's error."""
@@ -312,6 +328,7 @@ DOC_TABLES: dict[str, Callable[[Runs], str]] = {
     "estimators": _estimators,
     "sfm-pairs": _sfm_pairs,
     "localization": _localization,
+    "triangulation": _triangulation,
     "affineglue-vs-ransac": _affineglue_vs_ransac,
     "affineglue-sift": _affineglue_sift,
     "affineglue-scoring": _affineglue_variants((
