@@ -140,6 +140,14 @@ def _stale(db_path: Path, what: str, pair_or_name: Any, stored: int, given: int)
                          f"({stored} stored, {given} given); it is stale: delete it")
 
 
+def _cleared_by_verification(db, id0: int, id1: int) -> bool:
+    """COLMAP's verification empties the stored matches of a pair with fewer than its
+    min_num_matches (15) and records it as verified without inliers: such a pair counts as
+    imported already."""
+    return (db.exists_two_view_geometry(id0, id1)
+            and len(db.read_two_view_geometry(id0, id1).inlier_matches) == 0)
+
+
 def _check_all(db_path: Path, names: list[str], keypoints: Mapping[str, np.ndarray],
                matches: Mapping[tuple[str, str], np.ndarray], progress: bool) -> list[int]:
     """The first pass: every input checked, and compared with what the database (if any)
@@ -173,7 +181,9 @@ def _check_all(db_path: Path, names: list[str], keypoints: Mapping[str, np.ndarr
             if a in existing and b in existing and db.exists_matches(existing[a], existing[b]):
                 old = db.read_matches(existing[a], existing[b]).astype(np.int64)
                 if old.shape != m.shape or not np.array_equal(old, m):
-                    raise _stale(db_path, "matches", f"({a!r}, {b!r})", len(old), len(m))
+                    if not (len(old) == 0 and _cleared_by_verification(db, existing[a],
+                                                                       existing[b])):
+                        raise _stale(db_path, "matches", f"({a!r}, {b!r})", len(old), len(m))
         return counts
     finally:
         if db is not None:

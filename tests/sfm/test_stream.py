@@ -33,6 +33,7 @@ def reference_import(db: Path, image_dir: Path, names, keypoints: dict, matches:
     convention) and every pair's matches written from dicts."""
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = "SIMPLE_RADIAL"
+    pycolmap.Database.open(str(db)).close()  # import_images needs the file
     pycolmap.import_images(str(db), str(image_dir), pycolmap.CameraMode.AUTO,
                            image_names=list(names), options=reader)
     with pycolmap.Database.open(str(db)) as database:
@@ -130,7 +131,7 @@ def cache_reads(pairs) -> int:
 
 
 def test_match_pairs_reads_each_image_about_once(tmp_path, monkeypatch):
-    names, pairs = street_features(tmp_path / "features.h5", 100, look_alike=0.0)
+    names, pairs = street_features(tmp_path / "features.h5", 80, look_alike=0.0)
     matcher = load_matcher("nn")
     report = match_pairs(pairs, tmp_path / "features.h5", tmp_path / "matches.h5", matcher,
                          progress=False)
@@ -206,3 +207,21 @@ def test_thousand_image_street_matches_and_imports_in_bounded_memory(tmp_path):
           f"traced peak {peak / 2**20:.1f} MB vs {all_matches_bytes / 2**20:.1f} MB of matches")
     assert num_matches > 1_000_000
     assert peak < 0.5 * all_matches_bytes
+
+
+def test_summary_and_stage_lines_stay_short_at_ten_thousand_images():
+    from matchlab.pipeline import StageReport
+    from matchlab.sfm.report import format_summary
+
+    names = [f"street/{i:05d}.jpg" for i in range(10_000)]
+    summary = {"num_reg_images": 5_000, "num_input_images": 10_000, "num_points3D": 10 ** 6,
+               "mean_track_length": 4.0, "mean_reprojection_error": 0.5,
+               "unregistered": names[:5_000], "dropped": {names[0]: "few points"},
+               "skipped": {n: "not an image" for n in names[5_000:7_000]}}
+    text = format_summary(summary)
+    assert len(text.splitlines()) == 6 and len(text) < 3_000
+    assert "street/00000.jpg (dropped: few points)" in text
+    assert "... and 4980 more (summary.json lists all)" in text
+    assert "... and 1980 more" in text
+    line = StageReport("extract", done=8_000, failed=summary["skipped"]).line()
+    assert len(line.splitlines()) == 12 and line.endswith("and 1990 more (summary.json lists all)")
