@@ -7,7 +7,9 @@ A street of 3D points on two facades (with some relief, so the scene is not two 
 cameras walking down it with known poses and one shared pinhole camera. Each image sees its
 visible points projected with 0.5 px noise (at most 1,000 keypoints); a point's descriptor is
 one random unit vector plus noise per observation. Blank images of the right size stand in
-for the pictures. Then the real stages run: pairs (sequential:10 plus retrieval:20 over
+for the pictures. Each image keeps its most salient visible points (a per-point score plus a
+little noise), so that neighbouring images detect mostly the same points, as a detector
+does. Then the real stages run: pairs (sequential:10 plus retrieval:20 over
 synthetic global descriptors, noisy enough that some retrieved pairs join unrelated places),
 mutual-NN matching with ratio 0.8 (`match_pairs`), database import, COLMAP verification,
 mapping, and the camera centres against ground truth after a similarity alignment.
@@ -47,11 +49,14 @@ SIZE = (1024, 768)   # image width, height in pixels
 FOCAL = 700.0
 DESCRIPTOR_DIM = 128
 GLOBAL_DIM, GLOBAL_SCALE, LOOK_ALIKE, GLOBAL_NOISE = 256, 8.0, 0.5, 0.5  # see the docstring
+SALIENCY_NOISE = 0.02  # saliency is uniform in [0, 1]
+PARTIAL_ROW = "row.json"  # in the work folder: the stages done so far
 UNRELATED_GAP = 40.0  # metres: cameras further apart share no point (depth limit 40 m)
 
 
 def street(n_images: int, seed: int = 0):
-    """(points [P, 3], centres [N, 3], rotations [N, 3, 3] world-to-camera). The cameras walk
+    """(points [P, 3] sorted by z, centres [N, 3], rotations [N, 3, 3] world-to-camera,
+    saliency [P] in [0, 1]). The cameras walk
     along +z at x = 0, eye height 1.6 m (y down), looking forward (yaw jitter of 10 degrees),
     so that each sees both facades obliquely."""
     rng = np.random.default_rng(seed)
@@ -65,26 +70,34 @@ def street(n_images: int, seed: int = 0):
         x = side * (STREET_WIDTH / 2 + relief)
         points.append(np.stack([x, y, z], 1))
     points = np.concatenate(points)
+    points = points[np.argsort(points[:, 2], kind="stable")]  # by z: see `observations`
     centres = np.stack([np.zeros(n_images), np.full(n_images, -1.6),
                         np.arange(n_images) * SPACING], 1)
     yaws = np.radians(rng.normal(0, 10.0, n_images))
     rotations = np.stack([np.array([[math.cos(a), 0, -math.sin(a)], [0, 1, 0],
                                     [math.sin(a), 0, math.cos(a)]]) for a in yaws])
-    return points, centres, rotations
+    return points, centres, rotations, rng.random(len(points))
 
 
-def observations(points, centre, rotation, rng, max_keypoints: int = MAX_KEYPOINTS):
-    """(indices of the points seen, at most max_keypoints, keypoints [M, 2] in pixels with
-    0.5 px noise)."""
-    cam = (points - centre) @ rotation.T
+def observations(points, saliency, centre, rotation, rng, max_keypoints: int = MAX_KEYPOINTS):
+    """(indices of the points seen, keypoints [M, 2] in pixels with 0.5 px noise). Of the
+    visible points, at most max_keypoints with the highest saliency [P] (plus noise of
+    SALIENCY_NOISE per observation) are kept, so neighbouring images detect mostly the same
+    points, as a detector does."""
+    # points sorted by z; a camera looks along +z (yaw within the field of view), so only
+    # points from 5 m behind to 45 m ahead can be seen: linear, not quadratic, in N
+    lo, hi = np.searchsorted(points[:, 2], [centre[2] - 5.0, centre[2] + 45.0])
+    cam = (points[lo:hi] - centre) @ rotation.T
     depth = cam[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         uv = FOCAL * cam[:, :2] / depth[:, None] + np.array([SIZE[0] / 2, SIZE[1] / 2])
     seen = np.flatnonzero((depth > 0.5) & (depth < 40.0) & (uv[:, 0] >= 0) & (uv[:, 0] < SIZE[0])
                           & (uv[:, 1] >= 0) & (uv[:, 1] < SIZE[1]))
-    if len(seen) > max_keypoints:
-        seen = np.sort(rng.choice(seen, max_keypoints, replace=False))
-    return seen, uv[seen] + rng.normal(0, 0.5, (len(seen), 2))
+    seen = seen + lo
+    if len(seen) > max_keypoints:  # a detector's choice: the most salient, repeatably
+        rank = saliency[seen] + rng.normal(0, SALIENCY_NOISE, len(seen))
+        seen = np.sort(seen[np.argsort(-rank)[:max_keypoints]])
+    return seen, uv[seen - lo] + rng.normal(0, 0.5, (len(seen), 2))
 
 
 def global_descriptors(centres: np.ndarray, rng) -> np.ndarray:
@@ -120,7 +133,7 @@ def write_scene(n_images: int, work: Path, rng, max_keypoints: int = MAX_KEYPOIN
     from matchlab.store import FeatureStore
     from matchlab.types import Features
 
-    points, centres, rotations = street(n_images)
+    points, centres, rotations, saliency = street(n_images)
     point_descriptors = rng.normal(size=(len(points), DESCRIPTOR_DIM)).astype(np.float32)
     point_descriptors /= np.linalg.norm(point_descriptors, axis=1, keepdims=True)
     image_dir = work / "images"
@@ -130,7 +143,8 @@ def write_scene(n_images: int, work: Path, rng, max_keypoints: int = MAX_KEYPOIN
     with FeatureStore(work / "features.h5") as store:
         for name, centre, rotation in zip(names, centres, rotations):
             (image_dir / name).write_bytes(blank)
-            seen, keypoints = observations(points, centre, rotation, rng, max_keypoints)
+            seen, keypoints = observations(points, saliency, centre, rotation, rng,
+                                           max_keypoints)
             desc = point_descriptors[seen] + rng.normal(0, 0.08, (len(seen), DESCRIPTOR_DIM))
             desc /= np.linalg.norm(desc, axis=1, keepdims=True)
             store.write(name, Features(torch.from_numpy(keypoints).float(),
@@ -168,6 +182,8 @@ def run_one(n_images: int, work: Path, mapper: str | None) -> dict:
     def stage(name: str, start: float) -> None:
         row["seconds"][name] = round(time.perf_counter() - start, 2)
         row["peak_rss_mb"][name] = round(peak_rss_mb())
+        row["load_end"] = load_average()
+        (work / PARTIAL_ROW).write_text(json.dumps(row))  # kept if a later stage is stopped
 
     start = time.perf_counter()
     names, centres, image_dir = write_scene(n_images, work, rng)
@@ -210,6 +226,7 @@ def run_one(n_images: int, work: Path, mapper: str | None) -> dict:
         row["median_error_spacing"] = round(float(result["median_error"]) / SPACING, 4)
         row["max_error_spacing"] = round(float(result["max_error"]) / SPACING, 4)
     row["load_end"] = load_average()
+    (work / PARTIAL_ROW).unlink()
     return row
 
 
@@ -234,10 +251,15 @@ def main() -> None:
         command = [sys.executable, __file__, "--one", str(n), "--mapper", args.mapper,
                    "--work", str(args.work)] + (["--no-map"] if args.no_map else [])
         out = subprocess.run(command, capture_output=True, text=True)
-        if out.returncode:
+        partial = args.work / str(n) / PARTIAL_ROW
+        if out.returncode and not partial.is_file():
             print(f"N={n} failed:\n{out.stderr[-2000:]}")
             continue
-        row = json.loads(out.stdout.strip().splitlines()[-1])
+        if out.returncode:  # stopped (or failed) in a later stage: the stages done so far
+            print(f"N={n} stopped after {', '.join(json.loads(partial.read_text())['seconds'])}")
+            row = {**json.loads(partial.read_text()), "stopped": True}
+        else:
+            row = json.loads(out.stdout.strip().splitlines()[-1])
         rows = [r for r in rows if (r["images"], r["mapper"]) != (n, mapper)] + [row]
         if args.json:  # after each N: a later failure keeps the rows measured so far
             args.json.write_text(json.dumps(sorted(rows, key=lambda r: r["images"]), indent=1)

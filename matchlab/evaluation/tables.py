@@ -253,7 +253,8 @@ def _growth(small: dict, large: dict, a: float | None, b: float | None) -> str:
 def scale_table(rows: Sequence[dict]) -> str:
     """benchmarks/scale.py's rows: seconds per stage, peak RSS, feature reads per image,
     registered images and camera error (in camera spacings), load averages (start / end),
-    and each column's growth exponent between the two largest N."""
+    and each column's growth exponent between the two largest N. A run stopped before its
+    last stage (`stopped`) says during which one."""
     rows = sorted(rows, key=lambda r: r["images"])
     head = ["images", "pairs (unrelated)", "reads / image", *(f"{s} s" for s in SCALE_STAGES),
             "peak RSS MB", "registered", "median / max error", "load"]
@@ -262,11 +263,14 @@ def scale_table(rows: Sequence[dict]) -> str:
     for r in rows:
         error = (f"{r['median_error_spacing']} / {r['max_error_spacing']}"
                  if "registered" in r else "-")
+        stopped = next((s for s in SCALE_STAGES if s not in r["seconds"]), None)
         out.append([str(r["images"]), f"{r['pairs']} ({100 * r['unrelated_pairs']:.0f} %)",
                     f"{r['feature_reads'] / r['images']:.2f}",
                     *(f"{r['seconds'][s]:.1f}" if s in r["seconds"] else "-"
                       for s in SCALE_STAGES),
-                    str(peak(r)), f"{r.get('registered', '-')}", error,
+                    str(peak(r)),
+                    f"stopped during {stopped}" if r.get("stopped") and stopped
+                    else f"{r.get('registered', '-')}", error,
                     f"{r['load_start'][0]:.1f} / {r['load_end'][0]:.1f}"])
     if len(rows) >= 2:
         small, large = rows[-2:]
