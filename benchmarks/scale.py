@@ -1,20 +1,32 @@
 """What `matchlab sfm` costs after extraction as the number of images grows: a synthetic street.
 
-    python benchmarks/scale.py --sizes 250 1000 [--mapper global] [--work /tmp/scale]
+    python benchmarks/scale.py --sizes 250 1000 [--mapper global] [--work /tmp/scale] \
+        [--json docs/results/scale_street.json] [--no-map]
 
 A street of 3D points on two facades (with some relief, so the scene is not two planes), N
 cameras walking down it with known poses and one shared pinhole camera. Each image sees its
 visible points projected with 0.5 px noise (at most 1,000 keypoints); a point's descriptor is
 one random unit vector plus noise per observation. Blank images of the right size stand in
-for the pictures. Then the real stages run: pairs (sequential:10 plus retrieval:20 over
+for the pictures. Each image keeps its most salient visible points (a per-point score plus a
+little noise), so that neighbouring images detect mostly the same points, as a detector
+does. Then the real stages run: pairs (sequential:10 plus retrieval:20 over
 synthetic global descriptors, noisy enough that some retrieved pairs join unrelated places),
 mutual-NN matching with ratio 0.8 (`match_pairs`), database import, COLMAP verification,
 mapping, and the camera centres against ground truth after a similarity alignment.
 
+Global descriptors: random Fourier features of the position along the street (similarity
+falls off over ~8 m) plus half as much of the features of one random "look-alike" place per
+image, plus noise; about a fifth of all pairs (19 % at N = 250, 17 % at 1,000) then join
+images more than 40 m apart, which share no point: the unrelated pairs retrieval gives in
+practice. The row records that share (`unrelated_pairs`).
+
 Each N runs in its own process; the table gives seconds per stage, the peak RSS after each
-stage (the process's high-water mark, so it only grows), registered images and the camera
-error in units of the spacing between neighbouring cameras, and the growth exponent of each
-stage between the two largest N (log(t2 / t1) / log(N2 / N1)).
+stage (the process's high-water mark, so it only grows; the scene's own arrays, 0.5 KB of
+descriptor per 3D point, set it after the first stage), the features read from disk by the
+match stage, registered images and the camera error in units of the spacing between
+neighbouring cameras, and the growth exponent of each stage between the two largest N
+(log(t2 / t1) / log(N2 / N1)). `--json` writes the rows (with the load averages) for the
+generated table of docs/results.md (`python -m matchlab.evaluation.tables`).
 """
 from __future__ import annotations
 
@@ -37,10 +49,15 @@ MAX_KEYPOINTS = 1000
 SIZE = (1024, 768)   # image width, height in pixels
 FOCAL = 700.0
 DESCRIPTOR_DIM = 128
+GLOBAL_DIM, GLOBAL_SCALE, LOOK_ALIKE, GLOBAL_NOISE = 256, 8.0, 0.5, 0.5  # see the docstring
+SALIENCY_NOISE = 0.02  # saliency is uniform in [0, 1]
+PARTIAL_ROW = "row.json"  # in the work folder: the stages done so far
+UNRELATED_GAP = 40.0  # metres: cameras further apart share no point (depth limit 40 m)
 
 
 def street(n_images: int, seed: int = 0):
-    """(points [P, 3], centres [N, 3], rotations [N, 3, 3] world-to-camera). The cameras walk
+    """(points [P, 3] sorted by z, centres [N, 3], rotations [N, 3, 3] world-to-camera,
+    saliency [P] in [0, 1]). The cameras walk
     along +z at x = 0, eye height 1.6 m (y down), looking forward (yaw jitter of 10 degrees),
     so that each sees both facades obliquely."""
     rng = np.random.default_rng(seed)
@@ -54,153 +71,201 @@ def street(n_images: int, seed: int = 0):
         x = side * (STREET_WIDTH / 2 + relief)
         points.append(np.stack([x, y, z], 1))
     points = np.concatenate(points)
+    points = points[np.argsort(points[:, 2], kind="stable")]  # by z: see `observations`
     centres = np.stack([np.zeros(n_images), np.full(n_images, -1.6),
                         np.arange(n_images) * SPACING], 1)
     yaws = np.radians(rng.normal(0, 10.0, n_images))
     rotations = np.stack([np.array([[math.cos(a), 0, -math.sin(a)], [0, 1, 0],
                                     [math.sin(a), 0, math.cos(a)]]) for a in yaws])
-    return points, centres, rotations
+    return points, centres, rotations, rng.random(len(points))
 
 
-def observations(points, centre, rotation, rng):
-    """(indices of the points seen, keypoints [M, 2] in pixels with 0.5 px noise)."""
-    cam = (points - centre) @ rotation.T
+def observations(points, saliency, centre, rotation, rng, max_keypoints: int = MAX_KEYPOINTS):
+    """(indices of the points seen, keypoints [M, 2] in pixels with 0.5 px noise). Of the
+    visible points, at most max_keypoints with the highest saliency [P] (plus noise of
+    SALIENCY_NOISE per observation) are kept, so neighbouring images detect mostly the same
+    points, as a detector does."""
+    # points sorted by z; a camera looks along +z (yaw within the field of view), so only
+    # points from 5 m behind to 45 m ahead can be seen: linear, not quadratic, in N
+    lo, hi = np.searchsorted(points[:, 2], [centre[2] - 5.0, centre[2] + 45.0])
+    cam = (points[lo:hi] - centre) @ rotation.T
     depth = cam[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         uv = FOCAL * cam[:, :2] / depth[:, None] + np.array([SIZE[0] / 2, SIZE[1] / 2])
     seen = np.flatnonzero((depth > 0.5) & (depth < 40.0) & (uv[:, 0] >= 0) & (uv[:, 0] < SIZE[0])
                           & (uv[:, 1] >= 0) & (uv[:, 1] < SIZE[1]))
-    if len(seen) > MAX_KEYPOINTS:
-        seen = np.sort(rng.choice(seen, MAX_KEYPOINTS, replace=False))
-    return seen, uv[seen] + rng.normal(0, 0.5, (len(seen), 2))
+    seen = seen + lo
+    if len(seen) > max_keypoints:  # a detector's choice: the most salient, repeatably
+        rank = saliency[seen] + rng.normal(0, SALIENCY_NOISE, len(seen))
+        seen = np.sort(seen[np.argsort(-rank)[:max_keypoints]])
+    return seen, uv[seen - lo] + rng.normal(0, 0.5, (len(seen), 2))
+
+
+def global_descriptors(centres: np.ndarray, rng) -> np.ndarray:
+    """[N, GLOBAL_DIM] unit vectors: random Fourier features of the position z along the
+    street (kernel width GLOBAL_SCALE m), plus LOOK_ALIKE times those of a random place,
+    plus Gaussian noise."""
+    frequencies = rng.normal(0, 1 / GLOBAL_SCALE, GLOBAL_DIM)
+    phases = rng.uniform(0, 2 * np.pi, GLOBAL_DIM)
+    z = centres[:, 2]
+    other = rng.uniform(z.min() - 20, z.max() + 20, len(z))
+    code = (np.cos(z[:, None] * frequencies + phases)
+            + LOOK_ALIKE * np.cos(other[:, None] * frequencies + phases)
+            + rng.normal(0, GLOBAL_NOISE, (len(z), GLOBAL_DIM)))
+    return (code / np.linalg.norm(code, axis=1, keepdims=True)).astype(np.float32)
+
+
+def load_average() -> list[float]:
+    with open("/proc/loadavg") as f:
+        return [float(v) for v in f.read().split()[:3]]
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_one(n_images: int, work: Path, mapper: str) -> dict:
-    """Every stage after extraction for one N; returns the row of the table."""
+def write_scene(n_images: int, work: Path, rng, max_keypoints: int = MAX_KEYPOINTS
+                ) -> tuple[list[str], np.ndarray, Path]:
+    """Blank images and work/features.h5 of a street of n_images cameras (at most
+    max_keypoints each): (names, centres [N, 3], image folder)."""
     import cv2
     import torch
 
-    from matchlab.pipeline import match_pairs, read_keypoints_and_matches
-    from matchlab.registry import load_matcher
-    from matchlab.retrieval.pairs import dedupe_pairs, sequential_pairs
-    from matchlab.retrieval.select import retrieval_pairs
-    from matchlab.sfm import create_database, reconstruct, verify
-    from matchlab.sfm.reconstruction import align_and_compare
     from matchlab.store import FeatureStore
     from matchlab.types import Features
 
-    work.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1)
-    row: dict = {"images": n_images, "seconds": {}, "peak_rss_mb": {}}
-
-    def stage(name: str, start: float) -> None:
-        row["seconds"][name] = round(time.perf_counter() - start, 2)
-        row["peak_rss_mb"][name] = round(peak_rss_mb())
-
-    start = time.perf_counter()
-    points, centres, rotations = street(n_images)
+    points, centres, rotations, saliency = street(n_images)
     point_descriptors = rng.normal(size=(len(points), DESCRIPTOR_DIM)).astype(np.float32)
     point_descriptors /= np.linalg.norm(point_descriptors, axis=1, keepdims=True)
     image_dir = work / "images"
-    image_dir.mkdir(exist_ok=True)
+    image_dir.mkdir(parents=True, exist_ok=True)
     blank = cv2.imencode(".png", np.zeros((SIZE[1], SIZE[0]), np.uint8))[1].tobytes()
     names = [f"{i:05d}.png" for i in range(n_images)]
     with FeatureStore(work / "features.h5") as store:
         for name, centre, rotation in zip(names, centres, rotations):
             (image_dir / name).write_bytes(blank)
-            seen, keypoints = observations(points, centre, rotation, rng)
+            seen, keypoints = observations(points, saliency, centre, rotation, rng,
+                                           max_keypoints)
             desc = point_descriptors[seen] + rng.normal(0, 0.08, (len(seen), DESCRIPTOR_DIM))
             desc /= np.linalg.norm(desc, axis=1, keepdims=True)
             store.write(name, Features(torch.from_numpy(keypoints).float(),
                                        torch.from_numpy(desc).float(),
                                        torch.ones(len(seen)), SIZE))
+    return names, centres, image_dir
+
+
+def scene_pairs(names: list[str], centres: np.ndarray, rng) -> tuple[list, float]:
+    """(sequential:10 + retrieval:20 pairs over `global_descriptors`, the share of them
+    joining cameras more than UNRELATED_GAP apart)."""
+    from matchlab.retrieval.pairs import dedupe_pairs, sequential_pairs
+    from matchlab.retrieval.select import retrieval_pairs
+
+    pairs = dedupe_pairs(sequential_pairs(names, 10)
+                         + retrieval_pairs(names, global_descriptors(centres, rng), 20))
+    index = {n: i for i, n in enumerate(names)}
+    gaps = np.array([np.linalg.norm(centres[index[a]] - centres[index[b]]) for a, b in pairs])
+    return pairs, float(np.mean(gaps > UNRELATED_GAP))
+
+
+def run_one(n_images: int, work: Path, mapper: str | None) -> dict:
+    """Every stage after extraction for one N (mapping unless mapper is None); returns the
+    row of the table."""
+    from matchlab.pipeline import match_pairs, read_keypoints_and_matches
+    from matchlab.registry import load_matcher
+    from matchlab.sfm import create_database, reconstruct, verify
+    from matchlab.sfm.reconstruction import align_and_compare
+
+    work.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    row: dict = {"images": n_images, "mapper": mapper, "load_start": load_average(),
+                 "seconds": {}, "peak_rss_mb": {}}
+
+    def stage(name: str, start: float) -> None:
+        row["seconds"][name] = round(time.perf_counter() - start, 2)
+        row["peak_rss_mb"][name] = round(peak_rss_mb())
+        row["load_end"] = load_average()
+        (work / PARTIAL_ROW).write_text(json.dumps(row))  # kept if a later stage is stopped
+
+    start = time.perf_counter()
+    names, centres, image_dir = write_scene(n_images, work, rng)
     stage("scene", start)
 
     start = time.perf_counter()
-    # global descriptor: a smooth code of the position along the street, plus noise
-    z = centres[:, 2:3] / 10.0
-    code = np.concatenate([np.sin(z * f) for f in (1, 2, 4)] + [np.cos(z * f) for f in (1, 2, 4)], 1)
-    globals_ = np.concatenate([code, rng.normal(0, 0.6, (n_images, 26))], 1).astype(np.float32)
-    globals_ /= np.linalg.norm(globals_, axis=1, keepdims=True)
-    pairs = dedupe_pairs(sequential_pairs(names, 10) + retrieval_pairs(names, globals_, 20))
-    stage("pairs", start)
+    pairs, row["unrelated_pairs"] = scene_pairs(names, centres, rng)
     row["pairs"] = len(pairs)
+    stage("pairs", start)
 
     start = time.perf_counter()
     matcher = load_matcher("nn", ratio_threshold=0.8)
-    match_pairs(pairs, work / "features.h5", work / "matches.h5", matcher, progress=False)
+    report = match_pairs(pairs, work / "features.h5", work / "matches.h5", matcher,
+                         progress=False)
+    row["feature_reads"] = report.reads
     stage("match", start)
 
     start = time.perf_counter()
     keypoints, pair_matches = read_keypoints_and_matches(work / "features.h5",
                                                          work / "matches.h5", names, pairs)
-    create_database(work / "database.db", image_dir, names, keypoints, pair_matches,
-                    camera_model="PINHOLE", camera_mode="single",
-                    camera_params=[FOCAL, FOCAL, SIZE[0] / 2, SIZE[1] / 2])
-    del keypoints, pair_matches
+    with keypoints, pair_matches:  # read pair by pair
+        create_database(work / "database.db", image_dir, names, keypoints, pair_matches,
+                        camera_model="PINHOLE", camera_mode="single",
+                        camera_params=[FOCAL, FOCAL, SIZE[0] / 2, SIZE[1] / 2])
     stage("database", start)
 
     start = time.perf_counter()
-    verify(work / "database.db", pairs)
+    verified = verify(work / "database.db", pairs)
+    row["pairs_with_inliers"] = verified["pairs_with_inliers"]
     stage("verify", start)
 
-    start = time.perf_counter()
-    rec = reconstruct(work / "database.db", image_dir, work / "sfm", mapper=mapper,
-                      image_names=names, export=False)
-    stage("map", start)
-
-    gt = {n: c for n, c in zip(names, centres)}
-    result = align_and_compare(rec, gt)
-    row["registered"] = int(rec.num_reg_images())
-    row["median_error_spacing"] = round(float(result["median_error"]) / SPACING, 4)
-    row["max_error_spacing"] = round(float(result["max_error"]) / SPACING, 4)
+    if mapper is not None:
+        start = time.perf_counter()
+        rec = reconstruct(work / "database.db", image_dir, work / "sfm", mapper=mapper,
+                          options={"num_threads": -1, "random_seed": 0},
+                          image_names=names, export=False)
+        stage("map", start)
+        result = align_and_compare(rec, dict(zip(names, centres)))
+        row["registered"] = int(rec.num_reg_images())
+        row["median_error_spacing"] = round(float(result["median_error"]) / SPACING, 4)
+        row["max_error_spacing"] = round(float(result["max_error"]) / SPACING, 4)
+    row["load_end"] = load_average()
+    (work / PARTIAL_ROW).unlink()
     return row
 
 
-def exponent(rows: list[dict], stage: str) -> str:
-    (a, b) = sorted(rows, key=lambda r: r["images"])[-2:]
-    ta, tb = a["seconds"].get(stage), b["seconds"].get(stage)
-    if not ta or not tb:
-        return "-"
-    return f"{math.log(tb / ta) / math.log(b['images'] / a['images']):.2f}"
-
-
 def main() -> None:
+    from matchlab.evaluation.tables import scale_table
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[250, 1000])
     parser.add_argument("--mapper", default="global", choices=["global", "incremental"])
+    parser.add_argument("--no-map", action="store_true", help="stop after verification")
     parser.add_argument("--work", type=Path, default=Path("outputs/scale"))
+    parser.add_argument("--json", type=Path, help="add the rows to this JSON list (a row of "
+                        "the same N and mapper is replaced)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child: run one N
     args = parser.parse_args()
+    mapper = None if args.no_map else args.mapper
     if args.one:
-        print(json.dumps(run_one(args.one, args.work / str(args.one), args.mapper)))
+        print(json.dumps(run_one(args.one, args.work / str(args.one), mapper)))
         return
-    rows = []
+    rows = json.loads(args.json.read_text()) if args.json and args.json.is_file() else []
     for n in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--one", str(n), "--mapper", args.mapper,
-                              "--work", str(args.work)], capture_output=True, text=True)
-        if out.returncode:
+        command = [sys.executable, __file__, "--one", str(n), "--mapper", args.mapper,
+                   "--work", str(args.work)] + (["--no-map"] if args.no_map else [])
+        out = subprocess.run(command, capture_output=True, text=True)
+        partial = args.work / str(n) / PARTIAL_ROW
+        if out.returncode and not partial.is_file():
             print(f"N={n} failed:\n{out.stderr[-2000:]}")
             continue
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[:3]
-    stages = ["scene", "pairs", "match", "database", "verify", "map"]
-    print(f"load average {' '.join(load)}; mapper {args.mapper}; seconds (peak RSS MB)")
-    print("| images | pairs | " + " | ".join(stages) + " | registered | median / max error "
-          "(camera spacings) |")
-    print("|---" * (len(stages) + 4) + "|")
-    for r in rows:
-        cells = [f"{r['seconds'][s]:.1f} ({r['peak_rss_mb'][s]})" for s in stages]
-        print(f"| {r['images']} | {r['pairs']} | " + " | ".join(cells)
-              + f" | {r['registered']} | {r['median_error_spacing']} / {r['max_error_spacing']} |")
-    if len(rows) >= 2:
-        print("| growth exponent | | " + " | ".join(exponent(rows, s) for s in stages) + " | | |")
-    print(json.dumps(rows))
+        if out.returncode:  # stopped (or failed) in a later stage: the stages done so far
+            print(f"N={n} stopped after {', '.join(json.loads(partial.read_text())['seconds'])}")
+            row = {**json.loads(partial.read_text()), "stopped": True}
+        else:
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+        rows = [r for r in rows if (r["images"], r["mapper"]) != (n, mapper)] + [row]
+        if args.json:  # after each N: a later failure keeps the rows measured so far
+            args.json.write_text(json.dumps(sorted(rows, key=lambda r: r["images"]), indent=1)
+                                 + "\n")
+    print(scale_table(rows))
 
 
 if __name__ == "__main__":

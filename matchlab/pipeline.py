@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from .io.gravity import read_gravity
@@ -22,7 +23,7 @@ from .errors import OutputMismatchError, ReconstructionError
 from .extractors import DEFAULT_MAX_KEYPOINTS
 from .images import ImageError, list_images
 from .registry import ConfigError
-from .store import FeatureStore, MatchStore
+from .store import FeatureStore, KeypointsView, MatchStore, MatchesView
 from .store.identity import check_same_features
 from .types import Features
 
@@ -40,11 +41,17 @@ class StageReport:
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     matches: int = 0  # match stage: matches written in this run
+    reads: int = 0  # match stage: images whose features were read from disk
 
-    def line(self) -> str:
+    def line(self, limit: int = 10) -> str:
+        """One line, plus one per failed item (the first `limit`, then a count)."""
         text = f"{self.stage:<10} done {self.done}, already there {self.already}, " \
                f"failed {len(self.failed)}, {self.seconds:.1f} s"
-        return text + "".join(f"\n    skipped {name}: {why}" for name, why in self.failed.items())
+        failed = list(self.failed.items())
+        text += "".join(f"\n    skipped {name}: {why}" for name, why in failed[:limit])
+        if len(failed) > limit:
+            text += f"\n    ... and {len(failed) - limit} more (summary.json lists all)"
+        return text
 
 
 def model_record(name: str, model) -> dict:
@@ -114,20 +121,37 @@ def extract_features(image_dir: str | Path, names: Sequence[str], features_path:
 
 
 class _FeatureCache:
-    """Features read from a store, the most recently used kept in memory (pairs share images)."""
+    """Features read from a store, the most recently used kept in memory (pairs share images);
+    `reads` counts the reads from disk."""
 
     def __init__(self, store: FeatureStore, size: int = 64, device=None):
         self.store, self.size, self.items, self.device = store, size, OrderedDict(), device
+        self.reads = 0
 
     def __getitem__(self, name: str) -> Features:
         if name in self.items:
             self.items.move_to_end(name)
         else:
             features = self.store.read(name)
+            self.reads += 1
             self.items[name] = features if self.device is None else features.to(self.device)
             if len(self.items) > self.size:
                 self.items.popitem(last=False)
         return self.items[name]
+
+
+def visit_order(pairs: Sequence[tuple[str, str]]) -> list[int]:
+    """Indices of `pairs` in the order `match_pairs` matches them: images are visited in
+    sorted name order (a sequence's capture order) and each pair is matched when its later
+    image is visited, its pairs with earlier images in their name order. With the 64-image
+    cache, an image's features are then read once for its sequential and nearby retrieval
+    partners; a partner far away in name order (an unrelated retrieved image) costs one
+    more read."""
+    rank = {name: i for i, name in enumerate(sorted({n for pair in pairs for n in pair}))}
+    first = np.fromiter((rank[a] for a, _ in pairs), np.int64, len(pairs))
+    second = np.fromiter((rank[b] for _, b in pairs), np.int64, len(pairs))
+    later, earlier = np.maximum(first, second), np.minimum(first, second)
+    return np.lexsort((np.arange(len(pairs)), earlier, later)).tolist()
 
 
 def check_gravity(matcher: Matcher, gravity: dict | None) -> None:
@@ -167,6 +191,7 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
         digests = check_same_features(features, store, pairs)  # matches of other keypoints
         todo = [p for p in pairs if p not in store]
         report.already = len(pairs) - len(todo)
+        todo = [todo[i] for i in visit_order(todo)]  # each image read about once
         cache = _FeatureCache(features, device=device)
         if todo and matcher.capabilities.needs_frames and cache[todo[0][0]].lafs is None:
             raise ConfigError(
@@ -188,20 +213,18 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                     report.matches += len(result)
                 report.done += len(chunk)
                 bar.update(len(chunk))
+        report.reads = cache.reads
     report.seconds = time.perf_counter() - start
     return report
 
 
 def read_keypoints_and_matches(features_path: str | Path, matches_path: str | Path,
                                names: Sequence[str], pairs: Sequence[tuple[str, str]]
-                               ) -> tuple[dict[str, Any], dict[tuple[str, str], Any]]:
+                               ) -> tuple[KeypointsView, MatchesView]:
     """What `create_database` takes: ({name: keypoints [N, 2]}, {(name0, name1): [M, 2]
-    keypoint indices}) read from the two files."""
-    with FeatureStore(features_path, "r") as features:
-        keypoints = {n: features.read_keypoints(n) for n in names}
-    with MatchStore(matches_path, "r") as matches:
-        pair_matches = {(a, b): matches.read_pairs(a, b)[0] for a, b in pairs}
-    return keypoints, pair_matches
+    keypoint indices}) as mappings that read the two files one item per access (bounded
+    memory at any number of pairs; use them in `with` to keep the files open)."""
+    return KeypointsView(features_path, names), MatchesView(matches_path, pairs)
 
 
 def find_duplicates(image_dir: str | Path, names: Sequence[str]) -> dict[str, str]:
@@ -286,8 +309,10 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     if not names:
         raise FileNotFoundError(f"no images found in {image_dir}")
     skipped = {n: f"duplicate of {o}" for n, o in find_duplicates(image_dir, names).items()}
-    for name, why in skipped.items():
+    for name, why in list(skipped.items())[:10]:
         log(f"skipped {name}: {why}")
+    if len(skipped) > 10:
+        log(f"... and {len(skipped) - 10} more duplicates (summary.json lists all)")
     reports = []
 
     extractor = load_extractor(config.features, **{"resize": config.resize,
@@ -318,9 +343,10 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     start = time.perf_counter()
     keypoints, pair_matches = read_keypoints_and_matches(output_dir / "features.h5",
                                                          output_dir / "matches.h5", good, pairs)
-    create_database(output_dir / "database.db", image_dir, good, keypoints, pair_matches,
-                    camera_model=config.camera_model, camera_mode=config.camera_mode,
-                    camera_params=config.camera_params)
+    with keypoints, pair_matches:
+        create_database(output_dir / "database.db", image_dir, good, keypoints, pair_matches,
+                        camera_model=config.camera_model, camera_mode=config.camera_mode,
+                        camera_params=config.camera_params, progress=progress)
     if matcher.capabilities.verifies_geometry:  # AffineGlue: its matches are inliers
         import_verified(output_dir / "database.db", pairs)
     verify(output_dir / "database.db", pairs)  # (skips pairs verified above)

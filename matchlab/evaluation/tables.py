@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -267,6 +268,51 @@ def _sfm_pairs(runs: Runs) -> str:
     return render(head, rows)
 
 
+SCALE_STAGES = ("scene", "pairs", "match", "database", "verify", "map")
+
+
+def _growth(small: dict, large: dict, a: float | None, b: float | None) -> str:
+    """log(b / a) / log(N_large / N_small), or '-' when a value is missing."""
+    if not a or not b:
+        return "-"
+    return f"{math.log(b / a) / math.log(large['images'] / small['images']):.2f}"
+
+
+def scale_table(rows: Sequence[dict]) -> str:
+    """benchmarks/scale.py's rows: seconds per stage, peak RSS, feature reads per image,
+    registered images and camera error (in camera spacings), load averages (start / end),
+    and each column's growth exponent between the two largest N. A run stopped before its
+    last stage (`stopped`) says during which one."""
+    rows = sorted(rows, key=lambda r: r["images"])
+    head = ["images", "pairs (unrelated)", "reads / image", *(f"{s} s" for s in SCALE_STAGES),
+            "peak RSS MB", "registered", "median / max error", "load"]
+    peak = lambda r: max(r["peak_rss_mb"].values())  # noqa: E731
+    out = []
+    for r in rows:
+        error = (f"{r['median_error_spacing']} / {r['max_error_spacing']}"
+                 if "registered" in r else "-")
+        stopped = next((s for s in SCALE_STAGES if s not in r["seconds"]), None)
+        out.append([str(r["images"]), f"{r['pairs']} ({100 * r['unrelated_pairs']:.0f} %)",
+                    f"{r['feature_reads'] / r['images']:.2f}",
+                    *(f"{r['seconds'][s]:.1f}" if s in r["seconds"] else "-"
+                      for s in SCALE_STAGES),
+                    str(peak(r)),
+                    f"stopped during {stopped}" if r.get("stopped") and stopped
+                    else f"{r.get('registered', '-')}", error,
+                    f"{r['load_start'][0]:.1f} / {r['load_end'][0]:.1f}"])
+    if len(rows) >= 2:
+        small, large = rows[-2:]
+        out.append(["growth exponent", _growth(small, large, small["pairs"], large["pairs"]),
+                    "", *(_growth(small, large, small["seconds"].get(s), large["seconds"].get(s))
+                          for s in SCALE_STAGES),
+                    _growth(small, large, peak(small), peak(large)), "", "", ""])
+    return render(head, out)
+
+
+def _scale(runs: Runs) -> str:
+    return scale_table(runs.get("scale_street", []))
+
+
 def _affineglue_vs_ransac(runs: Runs) -> str:
     head = ["", "graf AUC@1/3/5 px", "EVD AUC@5 px", "ScanNet AUC@5", "Strecha AUC@2 / @5"]
     lines = [(f"LightGlue + {label}", "all_disk_lightglue", "all_disk_lightglue", estimator)
@@ -329,6 +375,7 @@ DOC_TABLES: dict[str, Callable[[Runs], str]] = {
     "sfm-pairs": _sfm_pairs,
     "localization": _localization,
     "triangulation": _triangulation,
+    "scale": _scale,
     "affineglue-vs-ransac": _affineglue_vs_ransac,
     "affineglue-sift": _affineglue_sift,
     "affineglue-scoring": _affineglue_variants((

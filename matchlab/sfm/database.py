@@ -18,10 +18,12 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from ..retrieval.pairs import dedupe_pairs, read_pairs_file
 from ..errors import DatabaseError
@@ -35,6 +37,7 @@ __all__ = ["DatabaseError", "CAMERA_MODES", "create_database", "verify", "read_i
            "DEFAULT_VERIFICATION_OPTIONS"]
 
 CAMERA_MODES = ("auto", "single", "per_folder", "per_image")
+WRITE_CHUNK = 1000  # images / pairs written per database transaction
 
 # hloc's choice for learned matches (many outliers): more RANSAC trials, lower inlier ratio;
 # and a fixed seed (COLMAP's default -1 seeds from the clock, so reruns differed).
@@ -59,68 +62,132 @@ def _camera_mode(mode: Any):
     return getattr(pycolmap.CameraMode, mode.upper())
 
 
-def _check_inputs(image_dir: Path, names: Sequence[str], keypoints: Mapping[str, np.ndarray],
-                  matches: Mapping[tuple[str, str], np.ndarray]
-                  ) -> tuple[dict[str, np.ndarray], dict[tuple[str, str], np.ndarray]]:
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of `size` consecutive items (the last one shorter)."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _check_names(image_dir: Path, names: Sequence[str]) -> list[str]:
     if isinstance(names, str):
         raise DatabaseError("names must be a list of image names, not a single string")
     names = list(names)
     if not names:
         raise DatabaseError("no image names given")
     if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise DatabaseError(f"image names repeated in the list: {dup[:5]}")
+        counts = Counter(names)
+        raise DatabaseError(f"image names repeated in the list: "
+                            f"{sorted(n for n, c in counts.items() if c > 1)[:5]}")
     missing_files = [n for n in names if not (image_dir / n).is_file()]
     if missing_files:
         raise DatabaseError(f"{len(missing_files)} image(s) not found under {image_dir}: "
                             f"{missing_files[:5]}")
-    kps: dict[str, np.ndarray] = {}
-    for name in names:
-        if name not in keypoints:
-            raise DatabaseError(f"no keypoints given for image {name!r}")
+    return names
+
+
+def _keypoints_of(keypoints: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """One image's keypoints checked, in COLMAP's convention (+0.5) as float32 [N, 2]."""
+    try:
         k = np.asarray(keypoints[name])
-        if k.ndim != 2 or k.shape[1] != 2:
-            raise DatabaseError(f"keypoints of {name!r} must be [N, 2], got shape {k.shape}")
-        if not np.isfinite(k).all():
-            raise DatabaseError(f"keypoints of {name!r} contain NaN or infinity")
-        kps[name] = k.astype(np.float64)
-    known = set(names)
-    out: dict[tuple[str, str], np.ndarray] = {}
-    seen: set[frozenset[str]] = set()
-    for pair, m in matches.items():
-        if not isinstance(pair, tuple) or len(pair) != 2:
-            raise DatabaseError(f"match keys must be (name0, name1) tuples, got {pair!r}")
-        a, b = pair
-        for n in (a, b):
-            if n not in known:
-                raise DatabaseError(f"matches for pair {pair!r} name {n!r}, which is not in "
-                                    "the image list")
-        if a == b:
-            raise DatabaseError(f"self-pair {pair!r} in matches")
-        key = frozenset(pair)
-        if key in seen:
-            raise DatabaseError(f"matches given for both ({a!r}, {b!r}) and ({b!r}, {a!r}); "
-                                "give one order only")
-        seen.add(key)
-        m = np.asarray(m)
-        if m.size == 0:
-            m = m.reshape(0, 2)
-        if m.ndim != 2 or m.shape[1] != 2:
-            raise DatabaseError(f"matches of {pair!r} must be [M, 2], got shape {m.shape}")
-        if m.size and not (np.issubdtype(m.dtype, np.integer)
-                           or np.array_equal(m, np.round(m))):
-            raise DatabaseError(f"matches of {pair!r} must be integer indices, got {m.dtype}")
-        m = m.astype(np.int64)
-        if m.size:
-            if m.min() < 0:
-                raise DatabaseError(f"matches of {pair!r} contain negative indices")
-            if m[:, 0].max() >= len(kps[a]) or m[:, 1].max() >= len(kps[b]):
-                raise DatabaseError(
-                    f"matches of {pair!r} index past the keypoints ({len(kps[a])} in {a!r}, "
-                    f"{len(kps[b])} in {b!r}; largest indices {m[:, 0].max()}, "
-                    f"{m[:, 1].max()})")
-        out[(a, b)] = m
-    return kps, out
+    except KeyError:
+        raise DatabaseError(f"no keypoints given for image {name!r}") from None
+    if k.ndim != 2 or k.shape[1] != 2:
+        raise DatabaseError(f"keypoints of {name!r} must be [N, 2], got shape {k.shape}")
+    if not np.isfinite(k).all():
+        raise DatabaseError(f"keypoints of {name!r} contain NaN or infinity")
+    return (k.astype(np.float64) + 0.5).astype(np.float32)
+
+
+def _matches_of(pair: Any, m: Any, index: Mapping[str, int], counts: Sequence[int]
+                ) -> tuple[str, str, np.ndarray]:
+    """One pair's matches checked: (name0, name1, [M, 2] int64 keypoint indices)."""
+    if not isinstance(pair, tuple) or len(pair) != 2:
+        raise DatabaseError(f"match keys must be (name0, name1) tuples, got {pair!r}")
+    a, b = pair
+    for n in (a, b):
+        if n not in index:
+            raise DatabaseError(f"matches for pair {pair!r} name {n!r}, which is not in "
+                                "the image list")
+    if a == b:
+        raise DatabaseError(f"self-pair {pair!r} in matches")
+    m = np.asarray(m)
+    if m.size == 0:
+        m = m.reshape(0, 2)
+    if m.ndim != 2 or m.shape[1] != 2:
+        raise DatabaseError(f"matches of {pair!r} must be [M, 2], got shape {m.shape}")
+    if m.size and not (np.issubdtype(m.dtype, np.integer) or np.array_equal(m, np.round(m))):
+        raise DatabaseError(f"matches of {pair!r} must be integer indices, got {m.dtype}")
+    m = m.astype(np.int64)
+    if m.size:
+        n0, n1 = counts[index[a]], counts[index[b]]
+        if m.min() < 0:
+            raise DatabaseError(f"matches of {pair!r} contain negative indices")
+        if m[:, 0].max() >= n0 or m[:, 1].max() >= n1:
+            raise DatabaseError(
+                f"matches of {pair!r} index past the keypoints ({n0} in {a!r}, {n1} in {b!r}; "
+                f"largest indices {m[:, 0].max()}, {m[:, 1].max()})")
+    return a, b, m
+
+
+def _stale(db_path: Path, what: str, pair_or_name: Any, stored: int, given: int) -> DatabaseError:
+    return DatabaseError(f"{db_path} already holds different {what} for {pair_or_name} "
+                         f"({stored} stored, {given} given); it is stale: delete it")
+
+
+def _cleared_by_verification(db, id0: int, id1: int) -> bool:
+    """COLMAP's verification empties the stored matches of a pair with fewer than its
+    min_num_matches (15) and records it as verified without inliers: such a pair counts as
+    imported already."""
+    return (db.exists_two_view_geometry(id0, id1)
+            and len(db.read_two_view_geometry(id0, id1).inlier_matches) == 0)
+
+
+def _check_all(db_path: Path, names: list[str], keypoints: Mapping[str, np.ndarray],
+               matches: Mapping[tuple[str, str], np.ndarray], progress: bool) -> list[int]:
+    """The first pass: every input checked, and compared with what the database (if any)
+    already holds, one image / pair at a time. Returns the keypoint count per name."""
+    pycolmap = _pycolmap()
+    existing: dict[str, int] = {}
+    db = pycolmap.Database.open(str(db_path)) if db_path.is_file() else None
+    try:
+        if db is not None:
+            existing = {im.name: im.image_id for im in db.read_all_images()}
+        counts = []
+        for name in tqdm(names, desc="database: check keypoints", unit="img",
+                         disable=not progress):
+            k = _keypoints_of(keypoints, name)
+            counts.append(len(k))
+            if name in existing and db.exists_keypoints(existing[name]):
+                old = db.read_keypoints(existing[name])[:, :2]
+                if old.shape != k.shape or not np.allclose(old, k, atol=1e-3):
+                    raise _stale(db_path, "keypoints", repr(name), len(old), len(k))
+        index = {n: i for i, n in enumerate(names)}
+        seen: set[int] = set()  # one int per pair: either order given once
+        for pair, m in tqdm(matches.items(), total=len(matches), desc="database: check matches",
+                            unit="pair", disable=not progress):
+            a, b, m = _matches_of(pair, m, index, counts)
+            i, j = sorted((index[a], index[b]))
+            key = i * len(names) + j
+            if key in seen:
+                raise DatabaseError(f"matches given for both ({a!r}, {b!r}) and ({b!r}, "
+                                    f"{a!r}); give one order only")
+            seen.add(key)
+            if a in existing and b in existing and db.exists_matches(existing[a], existing[b]):
+                old = db.read_matches(existing[a], existing[b]).astype(np.int64)
+                if old.shape != m.shape or not np.array_equal(old, m):
+                    if not (len(old) == 0 and _cleared_by_verification(db, existing[a],
+                                                                       existing[b])):
+                        raise _stale(db_path, "matches", f"({a!r}, {b!r})", len(old), len(m))
+        return counts
+    finally:
+        if db is not None:
+            db.close()
 
 
 def create_database(db_path: str | os.PathLike, image_dir: str | os.PathLike,
@@ -128,21 +195,29 @@ def create_database(db_path: str | os.PathLike, image_dir: str | os.PathLike,
                     matches: Mapping[tuple[str, str], np.ndarray],
                     camera_model: str = "SIMPLE_RADIAL", camera_mode: str = "auto",
                     camera_params: Sequence[float] | None = None,
-                    image_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    image_options: Mapping[str, Any] | None = None,
+                    progress: bool = False) -> dict[str, Any]:
     """Create (or complete) a COLMAP database from plain keypoints and matches.
 
     db_path:       the .db file; created if missing, completed if it exists.
     image_dir:     root folder; `names` are paths relative to it.
-    keypoints:     {name: [N, 2] float} in matchlab's pixel-centre convention (module doc).
+    keypoints:     {name: [N, 2] float} in matchlab's pixel-centre convention (module doc);
+                   any mapping, e.g. `matchlab.store.KeypointsView` reading features.h5.
     matches:       {(name0, name1): [M, 2] int} keypoint indices; pairs with zero matches
-                   are recorded too (so a re-run knows they were tried).
+                   are recorded too (so a re-run knows they were tried). Any mapping whose
+                   `items()` can be iterated twice, e.g. `matchlab.store.MatchesView`
+                   reading matches.h5: memory stays bounded by one pair's matches.
     camera_model:  a COLMAP camera model name (SIMPLE_RADIAL, PINHOLE, OPENCV, ...).
     camera_mode:   "auto" (COLMAP: a camera per distinct size/EXIF focal; without EXIF
                    that is one camera per image), "single", "per_folder" or "per_image".
     camera_params: known intrinsics for `camera_model` (e.g. [f, cx, cy, k]); by default
                    COLMAP's prior: EXIF focal length, else 1.2 * max(width, height).
     image_options: further `pycolmap.ImageReaderOptions` fields (e.g. mask_path).
+    progress:      progress bars for the two passes over the inputs.
 
+    Two passes, one image / pair at a time: the first checks every input (and compares it
+    with what the database already holds) before anything is written; the second writes
+    what is missing, committed every WRITE_CHUNK pairs (an interrupted import resumes).
     Images are imported with `pycolmap.import_images`, which reads image sizes and EXIF
     (focal length; GPS becomes pose priors). Images, keypoints and matches already in the
     database are skipped; existing keypoints must equal the given ones and existing
@@ -153,8 +228,7 @@ def create_database(db_path: str | os.PathLike, image_dir: str | os.PathLike,
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise DatabaseError(f"image folder not found: {image_dir}")
-    kps, pair_matches = _check_inputs(image_dir, names, keypoints, matches)
-    names = list(names)
+    names = _check_names(image_dir, names)
     mode = _camera_mode(camera_mode)
     if camera_params is not None:
         expected = pycolmap.Camera(model=camera_model, width=1, height=1).params_info
@@ -162,6 +236,7 @@ def create_database(db_path: str | os.PathLike, image_dir: str | os.PathLike,
             raise DatabaseError(f"camera_params: {camera_model} takes {expected}, "
                                 f"got {len(camera_params)} values")
     db_path = Path(db_path)
+    counts = _check_all(db_path, names, keypoints, matches, progress)
     db_path.parent.mkdir(parents=True, exist_ok=True)
 
     with pycolmap.Database.open(str(db_path)) as db:
@@ -186,39 +261,33 @@ def create_database(db_path: str | os.PathLike, image_dir: str | os.PathLike,
         raise DatabaseError(f"COLMAP could not import {len(failed)} image(s) (unreadable or "
                             f"unsupported): {failed[:5]}")
 
+    added = {"keypoints": 0, "matches": 0}
+    index = {n: i for i, n in enumerate(names)}
+    checked = (_matches_of(p, m, index, counts) for p, m in matches.items())
     with pycolmap.Database.open(str(db_path)) as db:
-        # Check everything already stored before writing anything.
-        new_keypoints, new_matches = [], []
-        for name in names:
-            k = (kps[name] + 0.5).astype(np.float32)
-            if not db.exists_keypoints(ids[name]):
-                new_keypoints.append((ids[name], k))
-                continue
-            old = db.read_keypoints(ids[name])[:, :2]
-            if old.shape != k.shape or not np.allclose(old, k, atol=1e-3):
-                raise DatabaseError(
-                    f"{db_path} already holds different keypoints for {name!r} "
-                    f"({len(old)} stored, {len(k)} given); it is stale: delete it")
-        for (a, b), m in pair_matches.items():
-            id0, id1 = ids[a], ids[b]
-            if not db.exists_matches(id0, id1):
-                new_matches.append((id0, id1, m.astype(np.uint32)))
-                continue
-            old = db.read_matches(id0, id1).astype(np.int64)  # oriented as (id0, id1)
-            if old.shape != m.shape or not np.array_equal(old, m):
-                raise DatabaseError(
-                    f"{db_path} already holds different matches for ({a!r}, {b!r}) "
-                    f"({len(old)} stored, {len(m)} given); it is stale: delete it")
-        with pycolmap.DatabaseTransaction(db):
-            for image_id, k in new_keypoints:
-                db.write_keypoints(image_id, k)
-            for id0, id1, m in new_matches:
-                db.write_matches(id0, id1, m)
+        with tqdm(total=len(names), desc="database: write keypoints", unit="img",
+                  disable=not progress) as bar:
+            for chunk in _chunks(names, WRITE_CHUNK):
+                with pycolmap.DatabaseTransaction(db):
+                    for name in chunk:
+                        if not db.exists_keypoints(ids[name]):
+                            db.write_keypoints(ids[name], _keypoints_of(keypoints, name))
+                            added["keypoints"] += 1
+                bar.update(len(chunk))
+        with tqdm(total=len(matches), desc="database: write matches", unit="pair",
+                  disable=not progress) as bar:
+            for chunk in _chunks(checked, WRITE_CHUNK):
+                with pycolmap.DatabaseTransaction(db):
+                    for a, b, m in chunk:
+                        if not db.exists_matches(ids[a], ids[b]):
+                            db.write_matches(ids[a], ids[b], m.astype(np.uint32))
+                            added["matches"] += 1
+                bar.update(len(chunk))
     stats = {"images_added": len(to_import), "images_existing": len(names) - len(to_import),
-             "keypoints_added": len(new_keypoints),
-             "keypoints_existing": len(names) - len(new_keypoints),
-             "matches_added": len(new_matches),
-             "matches_existing": len(pair_matches) - len(new_matches)}
+             "keypoints_added": added["keypoints"],
+             "keypoints_existing": len(names) - added["keypoints"],
+             "matches_added": added["matches"],
+             "matches_existing": len(matches) - added["matches"]}
     logger.info("%s: %d images added (%d present), %d keypoint sets added, %d pairs of "
                 "matches added (%d present)", db_path, stats["images_added"],
                 stats["images_existing"], stats["keypoints_added"], stats["matches_added"],
@@ -302,8 +371,8 @@ def verify(db_path: str | os.PathLike,
         return int(id0), int(id1)
 
     with pycolmap.Database.open(db_path) as db:
-        # read_all_matches leaves out pairs with zero matches: those need no RANSAC.
-        matched = {int(p) for p in db.read_all_matches()[0]}
+        # pairs with zero matches need no RANSAC (counts only: no match arrays are read)
+        matched = {int(p) for p, n in zip(*db.read_num_matches()) if n > 0}
         if pairs is None:
             requested = set(matched)
             empty = 0
@@ -354,8 +423,7 @@ def verify(db_path: str | os.PathLike,
             raise DatabaseError(f"COLMAP did not verify {len(missed)} pair(s) (image ids "
                                 f"{missed[:5]})")
     with pycolmap.Database.open(db_path) as db:
-        pair_ids, geometries = db.read_two_view_geometries()
-    inliers = {int(p): len(g.inlier_matches) for p, g in zip(pair_ids, geometries)}
+        inliers = {int(p): int(n) for p, n in zip(*db.read_two_view_geometry_num_inliers())}
     stats["pairs_with_inliers"] = sum(1 for p in requested if inliers.get(p, 0) > 0)
     stats["inlier_matches"] = sum(inliers.get(p, 0) for p in requested)
     logger.info("%s: verified %d pairs (%d already done); %d of %d requested pairs have "

@@ -211,7 +211,8 @@ def align_and_compare(rec, gt_centres: Mapping[str, Sequence[float]],
     sim = umeyama(src, dst, with_scale=True)
     errors = np.linalg.norm(sim.apply(src) - dst, axis=1)
     all_gt = np.stack(list(gt.values()))
-    extent = float(np.max(np.linalg.norm(all_gt[:, None] - all_gt[None], axis=-1)))
+    extent = max(float(np.linalg.norm(all_gt[i:i + 256, None] - all_gt[None], axis=-1).max())
+                 for i in range(0, len(all_gt), 256))  # in blocks: bounded memory
     result: dict[str, Any] = {
         "num_compared": len(common),
         "missing": [n for n in gt if n not in model],

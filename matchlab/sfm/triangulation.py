@@ -236,7 +236,8 @@ def triangulate(image_dir: str | os.PathLike, poses: str | os.PathLike,
     write_reference_database(db, rec)
     keypoints, pair_matches = read_keypoints_and_matches(out_dir / "features.h5",
                                                          out_dir / "matches.h5", good, pairs)
-    create_database(db, image_dir, good, keypoints, pair_matches)  # images are there
+    with keypoints, pair_matches:  # read one item at a time
+        create_database(db, image_dir, good, keypoints, pair_matches, progress=progress)
     if matcher.capabilities.verifies_geometry:
         import_verified(db, pairs)
     if not pairs or verify(db, pairs)["pairs_with_inliers"] == 0:

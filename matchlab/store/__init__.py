@@ -6,6 +6,7 @@
     h5format.py   the superblock and its checksum (stale "open for writing" flags)
     salvage.py    `salvage`: keep the intact items of a damaged file
     identity.py   which features a matches.h5 was made from (refuses matches of other ones)
+    views.py      KeypointsView, MatchesView: read-only mappings reading one item per access
 
 Crash safety: a run killed at any moment (SIGKILL included) leaves a file the next run opens
 and completes (see h5safe).
@@ -25,6 +26,8 @@ from ..errors import MissingItemError, StoreError
 from .layout import FeatureStore, GlobalStore, MatchStore, names_to_pair, names_to_pair_old
 from .salvage import salvage
 from .tree import WRITING
+from .views import KeypointsView, MatchesView
 
-__all__ = ["FeatureStore", "GlobalStore", "MatchStore", "MissingItemError", "StoreError",
-           "WRITING", "names_to_pair", "names_to_pair_old", "salvage"]
+__all__ = ["FeatureStore", "GlobalStore", "KeypointsView", "MatchStore", "MatchesView",
+           "MissingItemError", "StoreError", "WRITING", "names_to_pair", "names_to_pair_old",
+           "salvage"]

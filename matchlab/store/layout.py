@@ -285,6 +285,14 @@ class MatchStore(Store):
     def read_pairs(self, name0: str, name1: str) -> tuple[np.ndarray, np.ndarray]:
         """(idx [M, 2] int64 with columns (index in name0, index in name1), scores [M] float32),
         sorted by the first column; flipped when the file holds the pair as (name1, name0)."""
+        return self._read_pairs(name0, name1, scores=True)
+
+    def read_indices(self, name0: str, name1: str) -> np.ndarray:
+        """`read_pairs`'s idx [M, 2] alone (the scores are not read)."""
+        return self._read_pairs(name0, name1, scores=False)[0]
+
+    def _read_pairs(self, name0: str, name1: str, scores: bool
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
         found = self._find(name0, name1)
         if found is None:
             raise MissingItemError(
@@ -297,16 +305,15 @@ class MatchStore(Store):
             m0 = m0.astype(np.int64)
             m0[m0 < -1] += 1 << 16
         m0 = m0.astype(np.int64)
-        if "matching_scores0" in group:
-            s0 = self._read(group, "matching_scores0").astype(np.float32).reshape(-1)
-        else:
-            s0 = np.ones(len(m0), np.float32)
         valid = np.nonzero(m0 > -1)[0]
         idx = np.stack([valid, m0[valid]], -1).astype(np.int64).reshape(-1, 2)
-        scores = s0[valid]
+        s0 = None
+        if scores and "matching_scores0" in group:
+            s0 = self._read(group, "matching_scores0").astype(np.float32).reshape(-1)[valid]
+        elif scores:
+            s0 = np.ones(len(valid), np.float32)
         if flipped:
             idx = idx[:, ::-1]
             order = np.argsort(idx[:, 0], kind="stable")
-            idx, scores = idx[order], scores[order]
-        return np.ascontiguousarray(idx), np.ascontiguousarray(scores)
-
+            idx, s0 = idx[order], (None if s0 is None else s0[order])
+        return np.ascontiguousarray(idx), (None if s0 is None else np.ascontiguousarray(s0))
