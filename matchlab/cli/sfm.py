@@ -11,7 +11,7 @@ from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_extr
 from ..errors import UsageError
 
 # the rule of matchlab.sfm.reconstruction.AUTO_MAPPER_RULE, in words (a test keeps them equal)
-AUTO_HELP = "incremental from 1 to 100 images, global above 100"
+AUTO_HELP = "incremental from 1 to 50 images, global above 50"
 
 
 def arguments(p: argparse.ArgumentParser) -> None:

@@ -52,7 +52,7 @@ MAPPERS = {
 EXPORTS = ("sparse", "sparse_text", "points3D.ply")  # what `export_model` writes
 # `--mapper auto`: (largest number of images, mapper), first fit wins (docs/usage.md:
 # measured on the synthetic street and the sample scenes).
-AUTO_MAPPER_RULE = ((100, "incremental"), (None, "global"))
+AUTO_MAPPER_RULE = ((50, "incremental"), (None, "global"))
 
 
 def pick_mapper(mapper: str, num_images: int) -> str:
