@@ -239,9 +239,9 @@ class SfMConfig:
     mapper_options: dict = field(default_factory=dict)
     # pycolmap TwoViewGeometryOptions fields over sfm.DEFAULT_VERIFICATION_OPTIONS
     verify_options: dict = field(default_factory=dict)
-    # RANSAC trials only where they can pay (sfm.database.plan_budget); False: COLMAP's
-    # verification with verify_options for every pair
-    verify_budget: bool = True
+    # RANSAC trials only where they can pay (sfm.database.plan_budget); off: COLMAP's
+    # verification with verify_options for every pair (measured in docs/usage.md)
+    verify_budget: bool = False
 
 
 # A fixed seed and one thread make a run repeatable: COLMAP's mapper is random, and with

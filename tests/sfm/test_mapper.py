@@ -98,7 +98,7 @@ def test_budget_sends_no_pair_with_too_few_matches_to_ransac(tmp_path, monkeypat
         return original(db_path, pairs_path, options=options)
 
     monkeypatch.setattr(pycolmap, "verify_matches", recording)
-    stats = verify(db, list(matches))
+    stats = verify(db, list(matches), budget=True)
     assert stats["pairs_too_few_matches"] == 1 and stats["pairs_verified"] == 6
     assert stats["pairs_with_inliers"] == 5 and stats["inlier_matches"] == 4 * 300 + 20
     assert not any(few in listed for listed, _ in sent)
