@@ -247,7 +247,7 @@ class SfMConfig:
     features: str = "superpoint"
     matcher: str = "nn"
     pairs: str = "exhaustive"  # exhaustive | sequential:N | file:PATH
-    mapper: str = "incremental"  # incremental | global
+    mapper: str = "incremental"  # incremental | global | hierarchical | auto (sfm.pick_mapper)
     resize: int | None = 1024
     max_keypoints: int | None = DEFAULT_MAX_KEYPOINTS
     camera_model: str = "SIMPLE_RADIAL"
@@ -263,6 +263,11 @@ class SfMConfig:
     # pycolmap pipeline options (nested, dotted or flat keys; see matchlab.sfm.options),
     # merged over DEFAULT_MAPPER_OPTIONS
     mapper_options: dict = field(default_factory=dict)
+    # pycolmap TwoViewGeometryOptions fields over sfm.DEFAULT_VERIFICATION_OPTIONS
+    verify_options: dict = field(default_factory=dict)
+    # RANSAC trials only where they can pay (sfm.database.plan_budget); off: COLMAP's
+    # verification with verify_options for every pair (measured in docs/usage.md)
+    verify_budget: bool = False
 
 
 # A fixed seed and one thread make a run repeatable: COLMAP's mapper is random, and with
@@ -349,7 +354,8 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
                         camera_params=config.camera_params, progress=progress)
     if matcher.capabilities.verifies_geometry:  # AffineGlue: its matches are inliers
         import_verified(output_dir / "database.db", pairs)
-    verify(output_dir / "database.db", pairs)  # (skips pairs verified above)
+    verify(output_dir / "database.db", pairs, options=config.verify_options,
+           budget=config.verify_budget)  # (skips pairs verified above)
     reports.append(StageReport("database", done=len(pairs), seconds=time.perf_counter() - start))
 
     start = time.perf_counter()

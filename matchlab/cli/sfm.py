@@ -10,6 +10,9 @@ from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_extr
                      parse_conf, read_gravity_option, resolve_device)
 from ..errors import UsageError
 
+# the rule of matchlab.sfm.reconstruction.AUTO_MAPPER_RULE, in words (a test keeps them equal)
+AUTO_HELP = "incremental from 1 to 50 images, global above 50"
+
 
 def arguments(p: argparse.ArgumentParser) -> None:
     from ..retrieval.pairs import SPEC_FORMS  # a light module: the spec grammar
@@ -25,7 +28,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", default="exhaustive", metavar="SPEC", help=SPEC_FORMS)
     p.add_argument("--global", dest="global_descriptor", default="auto",
                    help="global descriptor for retrieval pairs: auto, mixvpr or vlad")
-    p.add_argument("--mapper", default="incremental", choices=("incremental", "global"))
+    p.add_argument("--mapper", default="incremental",
+                   choices=("incremental", "global", "hierarchical", "auto"),
+                   help="COLMAP's incremental mapper, the global one (GLOMAP), the "
+                        "hierarchical one (clusters mapped incrementally, then merged), or "
+                        f"auto: {AUTO_HELP}")
     p.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model")
     p.add_argument("--camera-params", metavar="P1,P2,...",
                    help="known intrinsics of --camera-model in COLMAP's order and in pixels of "
@@ -37,6 +44,15 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mapper-options", nargs="+", metavar="KEY=VALUE",
                    help="pycolmap pipeline options (dotted or flat keys), e.g. "
                         "mapper.abs_pose_min_num_inliers=15 num_threads=-1")
+    p.add_argument("--verify-options", nargs="+", metavar="KEY=VALUE",
+                   help="pycolmap TwoViewGeometryOptions for the geometric verification, "
+                        "e.g. ransac.max_num_trials=5000 (default: 20000 trials, minimum "
+                        "inlier ratio 0.1, seed 0)")
+    p.add_argument("--verify-budget", action="store_true",
+                   help="give a pair with M matches at most the RANSAC trials for an inlier "
+                        "ratio of min_num_inliers / M, and send no pair with fewer matches "
+                        "than min_num_inliers to RANSAC (same inliers, no time saved on the "
+                        "measured scenes: docs/usage.md)")
     add_gravity_argument(p)
     p.add_argument("--plots", type=int, default=3,
                    help="match plots of the N pairs with the most verified matches")
@@ -91,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         matcher_conf=parse_conf(args.matcher_conf, "--matcher-conf"),
         extractor_conf=parse_conf(args.extractor_conf, "--extractor-conf"),
         mapper_options=parse_conf(args.mapper_options, "--mapper-options"),
+        verify_options=parse_conf(args.verify_options, "--verify-options"),
+        verify_budget=args.verify_budget,
         gravity_file=str(args.gravity) if args.gravity else None)
     if args.max_keypoints is not None:
         config.max_keypoints = args.max_keypoints

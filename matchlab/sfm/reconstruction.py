@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -25,29 +26,75 @@ import numpy as np
 from ..geometry.similarity import umeyama
 from ..errors import ReconstructionError
 from .colmap import pycolmap_module as _pycolmap
-from .options import apply_options
+from .options import apply_options, option_fields
 from .outputs import check_replaceable, replace_output
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReconstructionError", "MAPPERS", "reconstruct", "export_model", "read_model",
+__all__ = ["ReconstructionError", "MAPPERS", "pick_mapper", "reconstruct", "export_model", "read_model",
            "model_summary", "camera_centres", "align_and_compare"]
 
-MAPPERS = ("incremental", "global")
+@dataclass(frozen=True)
+class Mapper:
+    """A pycolmap mapper: its options class and its mapping function (by name)."""
+
+    options: str
+    function: str
+
+
+MAPPERS = {
+    "incremental": Mapper("IncrementalPipelineOptions", "incremental_mapping"),
+    "global": Mapper("GlobalPipelineOptions", "global_mapping"),
+    # clusters of at most clustering_options.leaf_max_num_images images, each mapped
+    # incrementally, merged; incremental options go in incremental_options
+    "hierarchical": Mapper("HierarchicalPipelineOptions", "hierarchical_mapping"),
+}
 EXPORTS = ("sparse", "sparse_text", "points3D.ply")  # what `export_model` writes
+# `--mapper auto`: (largest number of images, mapper), first fit wins (docs/usage.md:
+# measured on the synthetic street and the sample scenes).
+AUTO_MAPPER_RULE = ((50, "incremental"), (None, "global"))
+
+
+def pick_mapper(mapper: str, num_images: int) -> str:
+    """The mapper to run: `mapper` itself, or for "auto" the first AUTO_MAPPER_RULE entry
+    whose bound holds num_images."""
+    if mapper != "auto":
+        if mapper not in MAPPERS:
+            raise ValueError(f"mapper must be one of {(*MAPPERS, 'auto')}, got {mapper!r}")
+        return mapper
+    for largest, name in AUTO_MAPPER_RULE:
+        if largest is None or num_images <= largest:
+            return name
+    raise AssertionError("AUTO_MAPPER_RULE ends with an unbounded entry")
+
+
+def _hierarchical_keys(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Top-level IncrementalPipelineOptions keys that HierarchicalPipelineOptions lacks
+    (random_seed, mapper, ...) go to its incremental_options, so the same option dict works
+    for both mappers."""
+    pycolmap = _pycolmap()
+    own = set(option_fields(pycolmap.HierarchicalPipelineOptions()))
+    incremental = set(option_fields(pycolmap.IncrementalPipelineOptions()))
+    out = {}
+    for key, value in options.items():
+        head = key.split(".")[0]
+        out[key if head in own or head not in incremental
+            else f"incremental_options.{key}"] = value
+    return out
 
 
 def _pipeline_options(mapper: str, options: Mapping[str, Any] | Any):
     pycolmap = _pycolmap()
-    cls = {"incremental": pycolmap.IncrementalPipelineOptions,
-           "global": pycolmap.GlobalPipelineOptions}.get(mapper)
-    if cls is None:
-        raise ValueError(f"mapper must be one of {MAPPERS}, got {mapper!r}")
+    if mapper not in MAPPERS:
+        raise ValueError(f"mapper must be one of {tuple(MAPPERS)}, got {mapper!r}")
+    cls = getattr(pycolmap, MAPPERS[mapper].options)
     if isinstance(options, cls):
         return options
     if options is not None and not isinstance(options, Mapping):
         raise TypeError(f"options for the {mapper} mapper must be a dict or a "
                         f"{cls.__name__}, got {type(options).__name__}")
+    if mapper == "hierarchical" and options:
+        options = _hierarchical_keys(options)
     return apply_options(cls(), options)
 
 
@@ -55,14 +102,15 @@ def reconstruct(db_path: str | os.PathLike, image_dir: str | os.PathLike,
                 out_dir: str | os.PathLike, mapper: str = "incremental",
                 options: Mapping[str, Any] | Any = None,
                 image_names: Sequence[str] | None = None, export: bool = True):
-    """Run pycolmap's incremental or global (GLOMAP) mapper; return the largest model.
+    """Run one of pycolmap's mappers (MAPPERS); return the largest model.
 
     db_path:     a database with verified two-view geometries (`verify`).
     image_dir:   the images (read for point colours).
     out_dir:     outputs, see the module docstring. out_dir/models is replaced.
-    mapper:      "incremental" (pycolmap.incremental_mapping) or "global"
-                 (pycolmap.global_mapping).
-    options:     IncrementalPipelineOptions / GlobalPipelineOptions fields as a dict with
+    mapper:      "incremental" (pycolmap.incremental_mapping), "global"
+                 (pycolmap.global_mapping), "hierarchical" (pycolmap.hierarchical_mapping)
+                 or "auto" (`pick_mapper` by the number of images).
+    options:     the mapper's pipeline options (MAPPERS[...].options) fields as a dict with
                  nested, dotted or flat keys ({"mapper": {"init_min_num_inliers": 50}},
                  {"mapper.init_min_num_inliers": 50} or {"init_min_num_inliers": 50}; see
                  matchlab.sfm.options), or an options object used as is.
@@ -78,19 +126,22 @@ def reconstruct(db_path: str | os.PathLike, image_dir: str | os.PathLike,
         raise ReconstructionError(f"database not found: {db_path}")
     if not image_dir.is_dir():
         raise ReconstructionError(f"image folder not found: {image_dir}")
-    opts = _pipeline_options(mapper, options)
-    if image_names is not None:
-        opts.image_names = list(image_names)
     with pycolmap.Database.open(str(db_path)) as db:
         num_verified = len(db.read_two_view_geometries()[0])
         num_images = db.num_images()
+    mapper = pick_mapper(mapper, num_images if image_names is None else len(image_names))
+    opts = _pipeline_options(mapper, options)
+    if image_names is not None:
+        # the hierarchical mapper's clusters are incremental runs: they take the names
+        target = opts.incremental_options if mapper == "hierarchical" else opts
+        target.image_names = list(image_names)
     if num_verified == 0:
         raise ReconstructionError(f"{db_path} has no verified image pairs with inliers; "
                                   "run verify() first")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("models",) + (EXPORTS if export else ()):  # before the mapping's minutes
         check_replaceable(out_dir, name)
-    run = pycolmap.incremental_mapping if mapper == "incremental" else pycolmap.global_mapping
+    run = getattr(pycolmap, MAPPERS[mapper].function)
 
     def map_into(models_dir: Path):
         models_dir.mkdir()
@@ -265,3 +316,13 @@ def drop_weak_images(rec, min_points: int = 20, min_fraction: float = 0.1) -> di
                                 f"(threshold {floor:.0f}); treated as a false registration")
             rec.deregister_frame(im.frame_id)
     return dropped
+
+
+def describe_auto_rule() -> str:
+    """AUTO_MAPPER_RULE in words, as `matchlab sfm --help` states it."""
+    parts, low = [], 0
+    for largest, name in AUTO_MAPPER_RULE:
+        parts.append(f"{name} from {low + 1} to {largest} images" if largest is not None
+                     else f"{name} above {low}")
+        low = largest if largest is not None else low
+    return ", ".join(parts)

@@ -367,7 +367,7 @@ def test_reconstruct_errors(tmp_path):
     with pytest.raises(ReconstructionError, match="run verify"):
         reconstruct(db, tmp_path / "images", tmp_path / "out")
     with pytest.raises(ValueError, match="mapper"):
-        reconstruct(db, tmp_path / "images", tmp_path / "out", mapper="hierarchical")
+        reconstruct(db, tmp_path / "images", tmp_path / "out", mapper="glomap")
     with pytest.raises(OptionsError):
         reconstruct(db, tmp_path / "images", tmp_path / "out",
                     options={"mapper": {"abs_pose_min_num_inlier": 20}})
