@@ -59,7 +59,7 @@ def _camera_mode(mode: Any):
     return getattr(pycolmap.CameraMode, mode.upper())
 
 
-def _check_inputs(image_dir: Path, names: Sequence[str], keypoints: Mapping[str, np.ndarray],
+def _check_inputs(names: Sequence[str], keypoints: Mapping[str, np.ndarray],
                   matches: Mapping[tuple[str, str], np.ndarray]
                   ) -> tuple[dict[str, np.ndarray], dict[tuple[str, str], np.ndarray]]:
     if isinstance(names, str):
@@ -70,10 +70,6 @@ def _check_inputs(image_dir: Path, names: Sequence[str], keypoints: Mapping[str,
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise DatabaseError(f"image names repeated in the list: {dup[:5]}")
-    missing_files = [n for n in names if not (image_dir / n).is_file()]
-    if missing_files:
-        raise DatabaseError(f"{len(missing_files)} image(s) not found under {image_dir}: "
-                            f"{missing_files[:5]}")
     kps: dict[str, np.ndarray] = {}
     for name in names:
         if name not in keypoints:
@@ -132,7 +128,8 @@ def create_database(db_path: str | os.PathLike, image_dir: str | os.PathLike,
     """Create (or complete) a COLMAP database from plain keypoints and matches.
 
     db_path:       the .db file; created if missing, completed if it exists.
-    image_dir:     root folder; `names` are paths relative to it.
+    image_dir:     root folder of the images to import; `names` are paths relative to it
+                   (images already in the database need no file there).
     keypoints:     {name: [N, 2] float} in matchlab's pixel-centre convention (module doc).
     matches:       {(name0, name1): [M, 2] int} keypoint indices; pairs with zero matches
                    are recorded too (so a re-run knows they were tried).
@@ -153,15 +150,23 @@ def create_database(db_path: str | os.PathLike, image_dir: str | os.PathLike,
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise DatabaseError(f"image folder not found: {image_dir}")
-    kps, pair_matches = _check_inputs(image_dir, names, keypoints, matches)
+    db_path = Path(db_path)
+    existing = {}
+    if db_path.is_file():  # (opening creates the file: not before the inputs are checked)
+        with pycolmap.Database.open(str(db_path)) as db:
+            existing = {im.name: im for im in db.read_all_images()}
+    to_import = [n for n in names if n not in existing] if not isinstance(names, str) else []
+    missing_files = [n for n in to_import if not (image_dir / n).is_file()]
+    if missing_files:  # images already in the database may live elsewhere (`sfm --extend`)
+        raise DatabaseError(f"{len(missing_files)} image(s) not found under {image_dir}: "
+                            f"{missing_files[:5]}")
+    kps, pair_matches = _check_inputs(names, keypoints, matches)
     names = list(names)
     mode = _camera_mode(camera_mode)
-    db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
 
-    with pycolmap.Database.open(str(db_path)) as db:
-        existing = {im.name: im for im in db.read_all_images()}
-    to_import = [n for n in names if n not in existing]
+    with pycolmap.Database.open(str(db_path)):  # creates it: import_images needs the file
+        pass
     if to_import:
         reader = pycolmap.ImageReaderOptions()
         reader.camera_model = camera_model
