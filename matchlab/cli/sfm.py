@@ -78,7 +78,7 @@ def _check_before_work(args: argparse.Namespace) -> None:
 def _run_extend(args: argparse.Namespace) -> int:
     """`--extend SFM_DIR NEW_IMAGES`: options left at their defaults are the model's; others
     must equal the model's (`sfm.extend.check_options`), except the ones that --extend uses."""
-    from ..sfm.extend import extend_sfm
+    from ..sfm.extend import check_options, extend_sfm, model_config
 
     parser = args._sfm_parser
     given = {dest: getattr(args, dest) for dest in (
@@ -90,6 +90,7 @@ def _run_extend(args: argparse.Namespace) -> int:
                          ("matcher_conf", "--matcher-conf")):
         if getattr(args, dest):
             given[dest] = parse_conf(getattr(args, dest), option)
+    check_options(model_config(args.image_dir)[0], given)  # before looking at the images
     read_gravity_option(args.gravity)
     image_names(args.output_dir)
     pairs = args.pairs if args.pairs != parser.get_default("pairs") else None

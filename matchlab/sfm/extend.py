@@ -298,6 +298,10 @@ def extend_sfm(sfm_dir: str | os.PathLike, new_dir: str | os.PathLike, *,
                                record=ext_record)]
     skipped.update(stages[-1].failed)
     new = [n for n in new if n not in skipped]
+    if not new:
+        (sfm_dir / PENDING).unlink()
+        log(f"extend: no readable new image in {new_dir}; the model is unchanged")
+        return summary
     old = sorted(registered)
     old_dir = Path(summary["image_dir"]) if summary.get("image_dir") else None
     spec = pairs or config.pairs
@@ -305,7 +309,7 @@ def extend_sfm(sfm_dir: str | os.PathLike, new_dir: str | os.PathLike, *,
         spec = "exhaustive"
     new_pairs = extension_pairs(spec, old, new, sfm_dir=sfm_dir, new_dir=new_dir,
                                 old_dir=old_dir, global_descriptor=config.global_descriptor,
-                                progress=progress, log=log) if new else []
+                                progress=progress, log=log)
     stages.append(match_pairs(new_pairs, features, matches, matcher, progress=progress,
                               device=device, record=match_record, gravity=gravity))
     before = read_pairs_file(sfm_dir / "pairs.txt") if (sfm_dir / "pairs.txt").is_file() else []
