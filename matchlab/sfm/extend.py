@@ -64,8 +64,9 @@ def model_config(sfm_dir: str | os.PathLike):
     from ..pipeline import SfMConfig
 
     sfm_dir = Path(sfm_dir)
+    interrupted = (sfm_dir / PENDING).is_file()  # sparse/ may be missing: see _read_pending
     for needed in ("summary.json", "features.h5", "matches.h5", "database.db", "sparse"):
-        if not (sfm_dir / needed).exists():
+        if not (sfm_dir / needed).exists() and not (interrupted and needed == "sparse"):
             raise UsageError(f"{sfm_dir} is not a finished `matchlab sfm` output folder: "
                              f"no {needed}")
     try:
@@ -319,14 +320,16 @@ def extend_sfm(sfm_dir: str | os.PathLike, new_dir: str | os.PathLike, *,
     involved = [n for n in dict.fromkeys(n for p in new_pairs for n in p)]
     keypoints, pair_matches = read_keypoints_and_matches(features, matches, involved,
                                                          new_pairs)
+    stages.append(StageReport("database"))
     if new_pairs:
         create_database(sfm_dir / "database.db", new_dir, involved, keypoints, pair_matches,
                         camera_model=config.camera_model, camera_mode=config.camera_mode)
         if matcher.capabilities.verifies_geometry:
             import_verified(sfm_dir / "database.db", new_pairs)
-        verify(sfm_dir / "database.db", new_pairs)
-    stages.append(StageReport("database", done=len(new_pairs),
-                              seconds=time.perf_counter() - start))
+        verified = verify(sfm_dir / "database.db", new_pairs)
+        stages[-1].done = verified["pairs_verified"]
+        stages[-1].already = verified["pairs_already_verified"]
+    stages[-1].seconds = time.perf_counter() - start
 
     start = time.perf_counter()
     options = {**DEFAULT_MAPPER_OPTIONS, **config.mapper_options, **(mapper_options or {})}

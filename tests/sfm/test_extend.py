@@ -3,9 +3,9 @@ model without redoing the old ones.
 
 The slow test builds a SIFT + NN model (long side 640 px, one shared camera) of the first 6
 images of Strecha's fountain-P11, extends it by the other 5 (plus a truncated JPEG), and
-compares it with the full `run_sfm` of all 11 images on the same features and matches (the
-full run reuses the extended folder's features.h5 and matches.h5, so only its database and
-mapping are its own), both against the ground-truth cameras.
+compares it with the full `run_sfm` of all 11 images on the same verified matches (the full
+run reuses the extended folder's features.h5, matches.h5 and database.db, so only its
+mapping is its own), both against the ground-truth cameras.
 """
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def fountain(tmp_path_factory, datasets_root):
     summary = extend_sfm(model, new, progress=False, log=lambda _: None)
     full = root / "full"
     full.mkdir()
-    for name in ("features.h5", "matches.h5"):  # the same features and matches
+    for name in ("features.h5", "matches.h5", "database.db"):  # the same verified matches
         shutil.copy(model / name, full / name)
     full_summary = run_sfm(images, full, config, progress=False, log=lambda _: None,
                            report=False)
@@ -176,3 +176,31 @@ def test_old_images_are_kept_not_redone(fountain):
     assert again["num_reg_images"] == 11 and "skipped 0006.jpg: already in the model" in lines
     assert np.isclose(again["mean_reprojection_error"],
                       fountain["summary"]["mean_reprojection_error"])
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_swapping_models_resumes_from_the_kept_model(fountain, tmp_path):
+    from matchlab.sfm.extend import BACKUP, extend_sfm
+
+    model = tmp_path / "model"
+    shutil.copytree(fountain["model"], model)
+    # as a kill leaves it after the old model was kept and while sparse/ was being replaced
+    (model / PENDING).write_text(json.dumps({"image_dir": str(fountain["new"].resolve()),
+                                             "images": LAST, "base": BACKUP}))
+    shutil.rmtree(model / "sparse")
+    summary = json.loads((fountain["base"] / "summary.json").read_text())
+    (model / "summary.json").write_text(json.dumps(summary))
+    resumed = extend_sfm(model, fountain["new"], progress=False, log=lambda _: None,
+                         report=False)
+    assert resumed["num_reg_images"] == 11 and not (model / PENDING).exists()
+    stages = {s["stage"]: s for s in resumed["extensions"][-1]["stages"]}
+    assert stages["extract"]["done"] == 0 and stages["extract"]["already"] == 5
+    assert stages["match"]["done"] == 0 and stages["match"]["already"] == 40
+    assert read_model_images(model / BACKUP) == FIRST  # still the model before the extension
+
+
+def read_model_images(path: Path) -> list[str]:
+    from matchlab.sfm import read_model
+
+    rec = read_model(path)
+    return sorted(rec.images[i].name for i in rec.reg_image_ids())
