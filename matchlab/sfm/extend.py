@@ -219,14 +219,16 @@ def _continue_mapping(db_path: Path, new_dir: Path, base: Path, work: Path,
 
 
 def _colour(rec, folders: Sequence[tuple[Path | None, set[str]]]) -> None:
-    """Colours of the points that have none, from the images that see them (each looked for
-    in its folder; an image that cannot be read is passed over)."""
+    """Colours of the points that have none (black), from the images that see them, each
+    looked for in its folder (the new images first; an image that cannot be read is passed
+    over). Only images that see a black point are read."""
     for folder, names in folders:
         if folder is None or not folder.is_dir():
             continue
-        for image_id in rec.reg_image_ids():
-            image = rec.images[image_id]
-            if image.name in names:
+        seeing = {el.image_id for point in rec.points3D.values() if not point.color.any()
+                  for el in point.track.elements}
+        for image_id in sorted(seeing):
+            if rec.images[image_id].name in names:
                 rec.extract_colors_for_image(image_id, str(folder))
 
 
