@@ -205,7 +205,9 @@ def create_database(db_path: str | os.PathLike, image_dir: str | os.PathLike,
                 new_matches.append((id0, id1, m.astype(np.uint32)))
                 continue
             old = db.read_matches(id0, id1).astype(np.int64)  # oriented as (id0, id1)
-            if old.shape != m.shape or not np.array_equal(old, m):
+            # a set of index pairs: a pair matched in the other order lists them otherwise
+            if old.shape != m.shape or not np.array_equal(np.unique(old, axis=0),
+                                                          np.unique(m, axis=0)):
                 raise DatabaseError(
                     f"{db_path} already holds different matches for ({a!r}, {b!r}) "
                     f"({len(old)} stored, {len(m)} given); it is stale: delete it")

@@ -83,6 +83,34 @@ def test_extension_pairs_involve_a_new_image(tmp_path):
         ("a", "d"), ("d", "e"), ("b", "e")]
 
 
+def test_database_takes_new_images_from_another_folder_and_pairs_in_either_order(tmp_path):
+    import cv2
+
+    from matchlab.errors import DatabaseError
+    from matchlab.sfm import create_database
+
+    first, second, db = tmp_path / "first", tmp_path / "second", tmp_path / "db.db"
+    for folder, name in ((first, "a.png"), (second, "b.png")):
+        folder.mkdir()
+        cv2.imwrite(str(folder / name), np.zeros((48, 64), np.uint8))
+    rng = np.random.default_rng(0)
+    keypoints = {n: rng.uniform(0, 40, (30, 2)) for n in ("a.png", "b.png")}
+    create_database(db, first, ["a.png"], keypoints, {})
+    with pytest.raises(DatabaseError, match="not found under"):  # b.png is not in first/
+        create_database(db, first, ["a.png", "b.png"], keypoints, {})
+    m = np.stack([rng.permutation(30)[:20], rng.permutation(30)[:20]], 1)
+    stats = create_database(db, second, ["a.png", "b.png"], keypoints, {("b.png", "a.png"): m})
+    assert stats["images_added"] == 1 and stats["matches_added"] == 1
+    # the same matches read as (a, b): other row order, same set of index pairs
+    again = create_database(db, second, ["b.png", "a.png"], keypoints,
+                            {("a.png", "b.png"): m[::-1, ::-1]})
+    assert again["matches_existing"] == 1
+    changed = m[:, ::-1].copy()
+    changed[0, 0] = (changed[0, 0] + 1) % 30
+    with pytest.raises(DatabaseError, match="different matches"):
+        create_database(db, second, ["a.png", "b.png"], keypoints, {("a.png", "b.png"): changed})
+
+
 # ---------------------------------------------------------------------------- slow: fountain
 
 def _digests(path: Path, names) -> dict[str, tuple]:
