@@ -14,7 +14,8 @@ config). The new images of NEW_IMAGES (names relative to it) are
 5. registered by pycolmap's incremental mapper started from the existing model: new images
    are registered and triangulated, local and global bundle adjustment refine the old poses
    but the old images are never re-registered (`--mapper-options fix_existing_frames=true`
-   holds them fixed).
+   holds them fixed). The result is moved back into the old model's frame (a similarity
+   over the old images' centres), so coordinates in the old frame stay valid.
 
 The model is replaced only at the end: the new one is written to a temporary folder, the old
 one is kept as SFM_DIR/sparse_before_extend/ (the model before the last extension), then
@@ -218,6 +219,31 @@ def _continue_mapping(db_path: Path, new_dir: Path, base: Path, work: Path,
     return max(recs.values(), key=lambda r: r.num_reg_images())
 
 
+def _into_old_frame(rec, old_model) -> float | None:
+    """Move `rec` (in place) by the similarity that best maps its centres of the old model's
+    images onto the old ones (COLMAP re-normalizes a model after global bundle adjustment,
+    so the continued model comes out in another frame); returns the largest distance left
+    between an old image's centre before and after, in the old model's units (None with
+    fewer than 3 old images: no similarity is defined)."""
+    import numpy as np
+    import pycolmap
+
+    from ..geometry.similarity import umeyama
+    from .reconstruction import camera_centres
+
+    before, after = camera_centres(old_model), camera_centres(rec)
+    common = [n for n in before if n in after]
+    if len(common) < 3:
+        return None
+    src = np.stack([after[n] for n in common])
+    dst = np.stack([before[n] for n in common])
+    sim = umeyama(src, dst, with_scale=True)
+    rec.transform(pycolmap.Sim3d(np.hstack([sim.scale * sim.rotation,
+                                            sim.translation.reshape(3, 1)])))
+    moved = np.stack([camera_centres(rec)[n] for n in common]) - dst
+    return float(np.linalg.norm(moved, axis=1).max())
+
+
 def _colour(rec, folders: Sequence[tuple[Path | None, set[str]]]) -> None:
     """Colours of the points that have none (black), from the images that see them, each
     looked for in its folder (the new images first; an image that cannot be read is passed
@@ -243,7 +269,8 @@ def extend_sfm(sfm_dir: str | os.PathLike, new_dir: str | os.PathLike, *,
     """Add the images of new_dir to the model in sfm_dir (module docstring); returns the
     updated summary (also written to sfm_dir/summary.json), whose "extensions" list gets
     one entry: the folder, the images added, registered, skipped (why), the stages, the
-    seconds, and the old images the mapper dropped (none expected).
+    seconds, the old images the mapper dropped (none expected) and the largest move of an
+    old camera centre (model units, after `_into_old_frame`).
 
     pairs:          a pairs spec for the new images (default: the model's own).
     given:          {SfMConfig field: value} the user set; must equal the model's
@@ -337,6 +364,7 @@ def extend_sfm(sfm_dir: str | os.PathLike, new_dir: str | os.PathLike, *,
     options = {**DEFAULT_MAPPER_OPTIONS, **config.mapper_options, **(mapper_options or {})}
     rec = _continue_mapping(sfm_dir / "database.db", new_dir, base, sfm_dir / WORK,
                             old + new, options) if new_pairs else model
+    moved = _into_old_frame(rec, model)
     dropped = drop_weak_images(rec, candidates=new)
     _colour(rec, [(new_dir, set(new)), (old_dir, registered)])
     stages.append(StageReport("map", done=1, seconds=time.perf_counter() - start))
@@ -355,7 +383,7 @@ def extend_sfm(sfm_dir: str | os.PathLike, new_dir: str | os.PathLike, *,
     updated = model_summary(rec, inputs)
     extension = {"image_dir": pending["image_dir"], "images": new,
                  "registered": sorted(now & set(new)), "skipped": skipped,
-                 "dropped": dropped, "old_images_lost": lost,
+                 "dropped": dropped, "old_images_lost": lost, "old_centres_moved": moved,
                  "stages": [asdict(s) for s in stages],
                  "seconds": round(time.perf_counter() - started, 3)}
     keep = ("config", "image_dir", "stages", "extensions")

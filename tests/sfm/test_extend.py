@@ -22,8 +22,8 @@ from matchlab.errors import ConfigError, UsageError
 from matchlab.sfm.extend import PENDING, extension_pairs
 
 FIRST, LAST = [f"{i:04d}.jpg" for i in range(6)], [f"{i:04d}.jpg" for i in range(6, 11)]
-# Measured (SIFT + NN, 640 px, load average 10 on 2 cores): extended 11/11, camera-centre
-# error median 5.1 mm, max 6.9 mm; the full run on the same matches 4.5 mm and 7.0 mm (the
+# Measured (SIFT + NN, 640 px): extended 11/11, camera-centre error median 5.1 mm, max
+# 6.9 mm; the full run on the same verified matches 4.7 mm and 7.1 mm (the
 # ground-truth camera extent is 14.8 m). Two mapper runs on the same matches differ by the
 # order of registration and bundle adjustment, so the extended model may be somewhat less
 # accurate: we allow twice the full run's median and max error. A wrongly registered image
@@ -193,6 +193,14 @@ def test_old_images_are_kept_not_redone(fountain):
     before, after = read_model(base / "sparse"), read_model(model / "sparse")
     ids = {im.name: im.image_id for im in before.images.values()}
     assert all(after.images[i].name == n for n, i in ids.items())
+    # refined, not rebuilt, and back in the old frame: measured, the old centres moved by at
+    # most 0.05 % of their extent (bundle adjustment with the new images); allow 0.5 %
+    centres = np.stack([before.images[i].projection_center() for i in ids.values()])
+    extent = np.linalg.norm(centres[:, None] - centres[None], axis=-1).max()
+    moved = [np.linalg.norm(before.images[i].projection_center()
+                            - after.images[i].projection_center()) for i in ids.values()]
+    assert max(moved) < 0.005 * extent, (moved, extent)
+    assert np.isclose(fountain["summary"]["extensions"][-1]["old_centres_moved"], max(moved))
     kept = read_model(model / "sparse_before_extend")
     assert kept.num_reg_images() == 6 and kept.num_points3D() == before.num_points3D()
     assert not (model / PENDING).exists()
