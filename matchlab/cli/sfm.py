@@ -17,10 +17,20 @@ AUTO_HELP = "incremental from 1 to 50 images, global above 50"
 def arguments(p: argparse.ArgumentParser) -> None:
     from ..retrieval.pairs import SPEC_FORMS  # a light module: the spec grammar
 
-    p.add_argument("image_dir", type=Path, help="folder of images (searched recursively)")
-    p.add_argument("output_dir", type=Path,
+    p.add_argument("image_dir", type=Path, metavar="IMAGE_DIR",
+                   help="folder of images (searched recursively); with --extend: SFM_DIR, "
+                        "the output folder of an earlier `matchlab sfm`")
+    p.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR",
                    help="features.h5, pairs.txt, matches.h5, database.db, sparse/ (COLMAP binary), "
-                        "sparse_text/, points3D.ply, summary.json, report.html, plots/")
+                        "sparse_text/, points3D.ply, summary.json, report.html, plots/; with "
+                        "--extend: NEW_IMAGES, the folder of the images to add")
+    p.add_argument("--extend", action="store_true",
+                   help="`matchlab sfm --extend SFM_DIR NEW_IMAGES`: add the new images to the "
+                        "model in SFM_DIR (updated in place, the previous model kept as "
+                        "sparse_before_extend/), with the model's features, matcher and options; "
+                        "--pairs (default: the model's), --mapper-options, --gravity, --device, "
+                        "--plots apply")
+    p.set_defaults(_sfm_parser=p)  # --extend tells the options given from the defaults
     add_extractor_arguments(p, max_keypoints=DEFAULT_MAX_KEYPOINTS)
     add_matcher_arguments(p)
     p.add_argument("--resize", type=int, default=1024,
@@ -59,19 +69,24 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_device_argument(p)
 
 
-def _check_before_work(args: argparse.Namespace) -> None:
-    """The mistakes that would otherwise surface only after extraction: a bad pairs spec or
-    pairs file, an unknown global descriptor or camera model, a bad gravity file, no images."""
-    import pycolmap
-
+def _check_pairs_spec(args: argparse.Namespace) -> None:
+    """A bad --pairs spec, a missing pairs file or an unknown --global: a clear error."""
     from ..retrieval.pairs import parse_pairs_spec
     from ..retrieval.select import resolve_global_method
 
     parts = parse_pairs_spec(args.pairs)
     if parts[0][0] == "file" and not Path(parts[0][1]).is_file():
         raise UsageError(f"--pairs {args.pairs}: pairs file not found")
-    if any(kind == "retrieval" for kind, _ in parts):
+    if any(kind == "retrieval" for kind, _ in parts) and not args.extend:
         resolve_global_method(args.global_descriptor)
+
+
+def _check_before_work(args: argparse.Namespace) -> None:
+    """The mistakes that would otherwise surface only after extraction: a bad pairs spec or
+    pairs file, an unknown global descriptor or camera model, a bad gravity file, no images."""
+    import pycolmap
+
+    _check_pairs_spec(args)
     models = sorted(m for m in pycolmap.CameraModelId.__members__ if m != "INVALID")
     if args.camera_model not in models:
         raise UsageError(f"unknown --camera-model {args.camera_model!r}; COLMAP's: "
@@ -94,11 +109,43 @@ def _camera_params(text: str | None) -> list[float] | None:
         raise UsageError(f"--camera-params {text}: expected comma-separated numbers") from None
 
 
+def _run_extend(args: argparse.Namespace) -> int:
+    """`--extend SFM_DIR NEW_IMAGES`: options left at their defaults are the model's; others
+    must equal the model's (`sfm.extend.check_options`), except the ones that --extend uses."""
+    from ..sfm.extend import check_options, extend_sfm, model_config
+
+    parser = args._sfm_parser
+    given = {dest: getattr(args, dest) for dest in (
+        "features", "matcher", "resize", "max_keypoints", "camera_model", "camera_mode",
+        "global_descriptor", "mapper") if getattr(args, dest) != parser.get_default(dest)}
+    if "resize" in given and given["resize"] == 0:
+        given["resize"] = None
+    for dest, option in (("extractor_conf", "--extractor-conf"),
+                         ("matcher_conf", "--matcher-conf")):
+        if getattr(args, dest):
+            given[dest] = parse_conf(getattr(args, dest), option)
+    check_options(model_config(args.image_dir)[0], given)  # before looking at the images
+    read_gravity_option(args.gravity)
+    image_names(args.output_dir)
+    pairs = args.pairs if args.pairs != parser.get_default("pairs") else None
+    if pairs is not None:
+        _check_pairs_spec(args)
+    summary = extend_sfm(args.image_dir, args.output_dir, pairs=pairs, given=given,
+                         mapper_options=parse_conf(args.mapper_options, "--mapper-options"),
+                         gravity_file=str(args.gravity) if args.gravity else None,
+                         device=resolve_device(args.device), plots=args.plots,
+                         log=lambda line: print(line, flush=True))
+    print(f"model in {args.image_dir} (report: {args.image_dir / 'report.html'})")
+    return EXIT_OK if summary["num_reg_images"] > 0 else EXIT_ERROR
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit status 1 when no image was registered (fewer than two readable images is a
     `ReconstructionError`)."""
     from ..pipeline import SfMConfig, run_sfm
 
+    if args.extend:
+        return _run_extend(args)
     config = SfMConfig(
         features=args.features, matcher=args.matcher, pairs=args.pairs, mapper=args.mapper,
         resize=None if args.resize == 0 else args.resize, camera_model=args.camera_model,
@@ -125,4 +172,6 @@ COMMAND = Command(
     description="Reconstruct IMAGE_DIR into OUTPUT_DIR: extract -> pairs -> match -> "
                 "database -> verify -> map. Every stage resumes: re-running the same "
                 "command after an interruption redoes nothing that was finished. Bad images "
-                "and byte-identical duplicates are reported and skipped.")
+                "and byte-identical duplicates are reported and skipped. "
+                "`matchlab sfm --extend SFM_DIR NEW_IMAGES` adds new images to an existing "
+                "model without redoing the old ones.")

@@ -76,7 +76,9 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _check_names(image_dir: Path, names: Sequence[str]) -> list[str]:
+def _check_names(image_dir: Path, names: Sequence[str], db_path: Path) -> list[str]:
+    """The names checked; the files of those not yet in the database must be under
+    image_dir (images already in it may live elsewhere: `sfm --extend`)."""
     if isinstance(names, str):
         raise DatabaseError("names must be a list of image names, not a single string")
     names = list(names)
@@ -86,7 +88,11 @@ def _check_names(image_dir: Path, names: Sequence[str]) -> list[str]:
         counts = Counter(names)
         raise DatabaseError(f"image names repeated in the list: "
                             f"{sorted(n for n, c in counts.items() if c > 1)[:5]}")
-    missing_files = [n for n in names if not (image_dir / n).is_file()]
+    present: set[str] = set()
+    if db_path.is_file():  # (opening creates the file: not before the inputs are checked)
+        with _pycolmap().Database.open(str(db_path)) as db:
+            present = {im.name for im in db.read_all_images()}
+    missing_files = [n for n in names if n not in present and not (image_dir / n).is_file()]
     if missing_files:
         raise DatabaseError(f"{len(missing_files)} image(s) not found under {image_dir}: "
                             f"{missing_files[:5]}")
@@ -182,7 +188,9 @@ def _check_all(db_path: Path, names: list[str], keypoints: Mapping[str, np.ndarr
             seen.add(key)
             if a in existing and b in existing and db.exists_matches(existing[a], existing[b]):
                 old = db.read_matches(existing[a], existing[b]).astype(np.int64)
-                if old.shape != m.shape or not np.array_equal(old, m):
+                # a set of index pairs: a pair matched in the other order lists them otherwise
+                if old.shape != m.shape or not np.array_equal(np.unique(old, axis=0),
+                                                              np.unique(m, axis=0)):
                     if not (len(old) == 0 and _cleared_by_verification(db, existing[a],
                                                                        existing[b])):
                         raise _stale(db_path, "matches", f"({a!r}, {b!r})", len(old), len(m))
@@ -202,7 +210,8 @@ def create_database(db_path: str | os.PathLike, image_dir: str | os.PathLike,
     """Create (or complete) a COLMAP database from plain keypoints and matches.
 
     db_path:       the .db file; created if missing, completed if it exists.
-    image_dir:     root folder; `names` are paths relative to it.
+    image_dir:     root folder of the images to import; `names` are paths relative to it
+                   (images already in the database need no file there).
     keypoints:     {name: [N, 2] float} in matchlab's pixel-centre convention (module doc);
                    any mapping, e.g. `matchlab.store.KeypointsView` reading features.h5.
     matches:       {(name0, name1): [M, 2] int} keypoint indices; pairs with zero matches
@@ -230,7 +239,8 @@ def create_database(db_path: str | os.PathLike, image_dir: str | os.PathLike,
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise DatabaseError(f"image folder not found: {image_dir}")
-    names = _check_names(image_dir, names)
+    db_path = Path(db_path)
+    names = _check_names(image_dir, names, db_path)
     mode = _camera_mode(camera_mode)
     if camera_params is not None:
         expected = pycolmap.Camera(model=camera_model, width=1, height=1).params_info

@@ -72,7 +72,7 @@ def _stored_record(path: Path, key: str) -> dict | None:
     return None if text is None else json.loads(text)
 
 
-def _load_models(sfm_dir: Path, features: str | None, extractor_conf: dict | None,
+def load_model_networks(sfm_dir: Path, features: str | None, extractor_conf: dict | None,
                  matcher: str | None, matcher_conf: dict | None):
     """(extractor, its record, matcher, its record): the model's own unless overridden."""
     from ..pipeline import model_record
@@ -257,7 +257,7 @@ def localize(sfm_dir: str | os.PathLike, query_dir: str | os.PathLike,
     out_dir.mkdir(parents=True, exist_ok=True)
     options = options or PoseOptions()
     cameras = read_cameras_file(query_cameras) if query_cameras is not None else {}
-    extractor, ext_record, matcher_model, match_record = _load_models(
+    extractor, ext_record, matcher_model, match_record = load_model_networks(
         sfm_dir, features, extractor_conf, matcher, matcher_conf)
     if device is not None:
         extractor, matcher_model = extractor.to(device), matcher_model.to(device)

@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -296,13 +296,15 @@ def align_and_compare(rec, gt_centres: Mapping[str, Sequence[float]],
     return result
 
 
-def drop_weak_images(rec, min_points: int = 20, min_fraction: float = 0.1) -> dict[str, str]:
+def drop_weak_images(rec, min_points: int = 20, min_fraction: float = 0.1,
+                     candidates: Collection[str] | None = None) -> dict[str, str]:
     """Deregister images that see too few 3D points to be trusted; returns {name: why}.
 
     An unrelated photo can pick up a few dozen spurious "verified" matches with every image
     (an epipolar band catches random matches) and get registered on a handful of points. An
     image seeing fewer than max(min_points, min_fraction x the median over registered images)
-    3D points is removed from `rec` (in place) with its observations.
+    3D points is removed from `rec` (in place) with its observations; only images named in
+    `candidates` are considered when it is given (the median is over all registered images).
     """
     images = _registered_images(rec)
     if len(images) < 3:
@@ -311,7 +313,7 @@ def drop_weak_images(rec, min_points: int = 20, min_fraction: float = 0.1) -> di
     floor = max(min_points, min_fraction * float(np.median(list(counts.values()))))
     dropped = {}
     for im in images:
-        if counts[im.image_id] < floor:
+        if counts[im.image_id] < floor and (candidates is None or im.name in candidates):
             dropped[im.name] = (f"registered on only {counts[im.image_id]} 3D points "
                                 f"(threshold {floor:.0f}); treated as a false registration")
             rec.deregister_frame(im.frame_id)
