@@ -16,11 +16,14 @@ returned keypoints, descriptors and scores. Reduced precision changes results (s
 - the model is in `AUTO_BFLOAT16`: its accuracy in bfloat16 was measured with `matchlab eval`
   and found equal to float32 within the run-to-run noise (docs/results.md, "Precision").
 Otherwise "auto" is float32 (a model may keep an older rule on CUDA, e.g. LightGlue float16).
+The environment variable MATCHLAB_AUTO_PRECISION=float32 makes "auto" float32 everywhere
+(results that do not depend on the hardware; the test suite sets it).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,6 +41,7 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bf
 AUTO_BFLOAT16: dict[str, str] = {}
 
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+AUTO_ENV = "MATCHLAB_AUTO_PRECISION"  # "float32": "auto" is float32 whatever the hardware
 
 
 @functools.lru_cache(maxsize=1)
@@ -121,7 +125,13 @@ class PrecisionOption(Configurable):
     def compute_dtype(self) -> torch.dtype:
         """The dtype the heavy layers run in on the model's current device."""
         value = self.conf["precision"]
-        return self.auto_dtype(self.device) if value == "auto" else DTYPES[value]
+        if value != "auto":
+            return DTYPES[value]
+        forced = os.environ.get(AUTO_ENV, "")
+        if forced not in ("", "float32"):
+            raise ConfigError(f"{AUTO_ENV}={forced!r}: the only value is 'float32' (unset it "
+                              f"for the hardware rule)")
+        return torch.float32 if forced else self.auto_dtype(self.device)
 
     def record_conf(self) -> dict[str, Any]:
         """The conf as output files record it: "auto" replaced by the dtype it resolved to;

@@ -35,6 +35,7 @@ def test_cpu_detection_reads_the_flags(monkeypatch):
 
 @pytest.mark.parametrize("kind,name", NETWORKS)
 def test_auto_is_bfloat16_only_with_native_support_and_a_measured_model(kind, name, monkeypatch):
+    monkeypatch.delenv(P.AUTO_ENV)  # the suite's pin (conftest)
     monkeypatch.setitem(P.AUTO_BFLOAT16, CLASS[name], "test")
     monkeypatch.setattr(P, "cpu_flags", lambda: frozenset({"avx2"}))  # no bf16 on this CPU
     model = build(kind, name)
@@ -45,6 +46,12 @@ def test_auto_is_bfloat16_only_with_native_support_and_a_measured_model(kind, na
     monkeypatch.delitem(P.AUTO_BFLOAT16, CLASS[name])  # not measured: float32 anyway
     assert model.compute_dtype() == torch.float32
     assert build(kind, name, precision="bfloat16").compute_dtype() == torch.bfloat16
+    monkeypatch.setitem(P.AUTO_BFLOAT16, CLASS[name], "test")
+    monkeypatch.setenv(P.AUTO_ENV, "float32")  # the user's pin
+    assert model.compute_dtype() == torch.float32
+    monkeypatch.setenv(P.AUTO_ENV, "bfloat16")
+    with pytest.raises(ConfigError, match="MATCHLAB_AUTO_PRECISION"):
+        model.compute_dtype()
 
 
 def test_float32_only_models_refuse_bfloat16_and_record_no_precision():
