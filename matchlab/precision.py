@@ -36,9 +36,16 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bf
                                   "float16": torch.float16}
 
 # Models whose "auto" is bfloat16 on hardware with native bfloat16 (class names), with the
-# measurement that admitted them (docs/results.md, table "precision"). A model left out
-# stays float32 under "auto" (not measured, or measured to lose accuracy).
-AUTO_BFLOAT16: dict[str, str] = {}
+# measurement that admitted them (docs/results.md, table "precision": `matchlab eval`
+# homography + pose, float32 -> bfloat16, LO-RANSAC AUC@5). Rule: Strecha (55 pairs) AUC@5
+# within 1 point and precision within 0.5 point, and the small sets (graf 5, EVD / ScanNet 15
+# pairs) not all lower. A model left out stays float32 under "auto".
+AUTO_BFLOAT16: dict[str, str] = {
+    "SuperPoint": "Strecha 82.54 -> 82.16, P 68.8 -> 68.8; graf +5.9, EVD -3.9, ScanNet -0.7",
+    "DISK": "Strecha 92.58 -> 93.45, P 79.4 -> 79.3; graf -2.0, EVD 0, ScanNet -3.0",
+    "ALIKED": "Strecha 94.36 -> 94.43, P 81.7 -> 81.6; graf +0.5, EVD -0.0, ScanNet +0.2",
+    "LightGlue": "Strecha 98.11 -> 98.14, P 98.1 -> 98.1; graf -0.4, EVD -0.8, ScanNet -0.4",
+}
 
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 AUTO_ENV = "MATCHLAB_AUTO_PRECISION"  # "float32": "auto" is float32 whatever the hardware

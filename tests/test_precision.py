@@ -123,8 +123,8 @@ def test_extractor_bfloat16_agrees_with_float32(name, floor, graf_pair):
 @pytest.mark.slow
 @pytest.mark.parametrize("name,features", [("lightglue", "disk"), ("superglue", "superpoint")])
 def test_matcher_bfloat16_agrees_with_float32(name, features, graf_pair):
-    """Graf 1-3 at long side 640, 1024 keypoints, float32 features. Measured: XX % of
-    LightGlue's (DISK) and 97.2 % of SuperGlue's (outdoor) matches0 equal."""
+    """Graf 1-3 at long side 640, 1024 keypoints, float32 features. Measured: 99.6 % of
+    LightGlue's (DISK) and 96.6 % of SuperGlue's (outdoor) matches0 equal."""
     extractor = load_extractor(features, resize=640, max_keypoints=1024, precision="float32")
     f0, f1 = (extractor(image) for image in graf_pair)
     conf = {"weights": "outdoor"} if name == "superglue" else {}
