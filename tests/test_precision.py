@@ -133,3 +133,28 @@ def test_matcher_bfloat16_agrees_with_float32(name, features, graf_pair):
     assert bf16.scores0.dtype == torch.float32
     assert (bf16.matches0 == ref.matches0).float().mean() >= 0.95
     assert abs(len(bf16) - len(ref)) <= 0.05 * len(ref)
+
+
+def test_cli_precision_is_recorded_and_refuses_mixing(tmp_path, datasets_root, capsys):
+    """`--precision` reaches the extractor, the features file records it, a float32 run
+    into that file is refused; SIFT (float32 only) ignores it."""
+    import json
+    import shutil
+
+    from matchlab.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in (1, 2):
+        shutil.copy(datasets_root / "oxford_graf" / f"img{i}.png", images / f"img{i}.png")
+    small = ["--resize", "320", "--max-keypoints", "256"]
+    out = tmp_path / "sp.h5"
+    assert main(["extract", str(images), str(out), "--precision", "bfloat16", *small]) == 0
+    with FeatureStore(out, "r") as store:
+        record = json.loads(store.file.attrs["matchlab_extractor"])
+    assert record["conf"]["precision"] == "bfloat16"
+    capsys.readouterr()
+    assert main(["extract", str(images), str(out), "--precision", "float32", *small]) == 1
+    assert "precision='bfloat16'" in capsys.readouterr().err
+    assert main(["extract", str(images), str(tmp_path / "sift.h5"), "--features", "sift",
+                 "--precision", "bfloat16", *small]) == 0
