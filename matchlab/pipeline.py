@@ -56,9 +56,11 @@ class StageReport:
 
 def model_record(name: str, model) -> dict:
     """What made a file's contents: the model's name and the options that change results
-    (all but the model class's declared `result_neutral_options`)."""
+    (all but the model class's declared `result_neutral_options`), `precision` as the dtype
+    it resolved to on the model's device (call it after moving the model there)."""
     neutral = set(model.result_neutral_options)
-    conf = {k: v for k, v in model.conf.items() if k not in neutral}
+    recorded = model.record_conf() if hasattr(model, "record_conf") else model.conf
+    conf = {k: v for k, v in recorded.items() if k not in neutral}
     return json.loads(json.dumps({"name": name, "conf": conf}, sort_keys=True, default=str))
 
 
@@ -76,6 +78,9 @@ def check_model_record(store, key: str, record: dict | None, what: str, option: 
     previous = json.loads(stored)
     if "conf" in previous:  # options the model no longer records (now declared neutral)
         previous["conf"] = {k: v for k, v in previous["conf"].items() if k in record["conf"]}
+        if "precision" in record["conf"]:  # files from before `precision` was recorded
+            if previous["conf"].get("precision", "auto") == "auto":  # resolved: float32 on CPUs
+                previous["conf"]["precision"] = "float32"
     if previous == record:
         return
     if previous.get("name") != record["name"]:

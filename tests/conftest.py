@@ -9,6 +9,11 @@ import pytest
 
 from matchlab.cache import use_shared_mirrors
 
+# precision="auto" is bfloat16 for some models on CPUs with native bfloat16: the suite's
+# measured numbers must not depend on the machine (subprocesses inherit it);
+# tests/test_precision.py unsets it where it tests the hardware rule
+os.environ["MATCHLAB_AUTO_PRECISION"] = "float32"
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 use_shared_mirrors(SHARED)

@@ -182,6 +182,27 @@ def add_matcher_arguments(p: argparse.ArgumentParser, default: str = "nn") -> No
                    help="matcher options, e.g. ratio_threshold=0.8 mutual_check=true")
 
 
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=None,
+                   help="dtype of the networks' heavy layers, for every model this command "
+                        "builds (default: each model's 'auto': bfloat16 only where the "
+                        "hardware has it natively and the model was measured not to lose "
+                        "accuracy, see docs/usage.md); models that compute in float32 only "
+                        "(sift, nn) ignore it; `precision=` in --extractor-conf / "
+                        "--matcher-conf sets one model's and wins")
+
+
+def with_precision(conf: dict[str, Any], args: argparse.Namespace, kind: str,
+                   name: str) -> dict[str, Any]:
+    """`conf` of the `kind` model `name` with the --precision of `args`, unless conf sets
+    precision itself or the model computes in float32 only."""
+    from ..registry import resolve
+
+    if args.precision is not None and resolve(kind, name).precisions != ("float32",):
+        conf.setdefault("precision", args.precision)
+    return conf
+
+
 def add_gravity_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gravity", type=Path, default=None, metavar="FILE",
                    help="per-image gravity ('name gx gy gz' lines: down direction in camera "

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from .common import (EXIT_OK, Command, add_device_argument, add_extractor_arguments,
-                     add_matcher_arguments, output_folder, parse_conf, resolve_device)
+                     add_matcher_arguments, add_precision_argument, output_folder, parse_conf,
+                     resolve_device, with_precision)
 from ..errors import UsageError
 
 DEFAULT_RESIZE = {"homography": 640, "reconstruction": 1024}
@@ -42,6 +43,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
                         "(fountain: model of 6 images, the other 5 localized, vs GT)")
     add_extractor_arguments(p)
     add_matcher_arguments(p)
+    add_precision_argument(p)
     add_device_argument(p)
     p.add_argument("--resize", type=int, default=None,
                    help="long side in px for homography (default 640) and reconstruction "
@@ -146,16 +148,22 @@ def run(args: argparse.Namespace) -> int:
         return _run_localization(args)
 
     from ..evaluation.tables import format_table
+    from ..precision import dtype_name
     from ..registry import load_extractor, load_matcher
 
     benchmarks = list(EVAL_DATASETS) if args.benchmark == "all" else [args.benchmark]
     _check_datasets(args.dataset, [d for b in benchmarks for d in EVAL_DATASETS[b]])
-    extractor_conf = parse_conf(args.extractor_conf, "--extractor-conf")
+    extractor_conf = with_precision(parse_conf(args.extractor_conf, "--extractor-conf"), args,
+                                    "extractor", args.features)
     if args.max_keypoints is not None:
         extractor_conf["max_keypoints"] = args.max_keypoints
-    matcher_conf = parse_conf(args.matcher_conf, "--matcher-conf")
+    matcher_conf = with_precision(parse_conf(args.matcher_conf, "--matcher-conf"), args,
+                                  "matcher", args.matcher)
     device = resolve_device(args.device)
     matcher = load_matcher(args.matcher, for_features=args.features, **matcher_conf).to(device)
+    precision = {"extractor": dtype_name(load_extractor(args.features, **extractor_conf)
+                                         .to(device).compute_dtype()),
+                 "matcher": dtype_name(matcher.compute_dtype())}  # what "auto" resolved to
     estimators = args.estimator or ["ransac"]
     tag = f"{args.features}+{args.matcher}"
     output_folder(args.output, "--output")
@@ -195,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
                 result["method"] = tag
                 result["conf"] = {"features": args.features, "matcher": args.matcher,
                                   "extractor_conf": extractor_conf, "matcher_conf": matcher_conf,
-                                  "resize": resize}
+                                  "resize": resize, "precision": precision}
             results += new
             print(format_table(new, markdown=args.markdown), flush=True)
     path = args.output / f"eval_{args.benchmark}_{tag}.json".replace("+", "_")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..extractors import DEFAULT_MAX_KEYPOINTS
 from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_extractor_arguments,
-                     image_names, list_names, note, parse_conf, print_summary, resolve_device)
+                     add_precision_argument, image_names, list_names, note, parse_conf,
+                     print_summary, resolve_device, with_precision)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -19,6 +20,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
                         "keypoints are always stored in original-image pixels")
     p.add_argument("--as-half", action="store_true",
                    help="store descriptors and scores as float16 (half the file size)")
+    add_precision_argument(p)
     add_device_argument(p)
 
 
@@ -27,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import extract_features, model_record
     from ..registry import load_extractor
 
-    conf = parse_conf(args.extractor_conf, "--extractor-conf")
+    conf = with_precision(parse_conf(args.extractor_conf, "--extractor-conf"), args,
+                          "extractor", args.features)
     conf["resize"] = None if args.resize == 0 else args.resize
     if args.max_keypoints is not None:
         conf["max_keypoints"] = args.max_keypoints

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from .common import (EXIT_OK, Command, add_device_argument, add_gravity_argument,
-                     add_matcher_arguments, list_names, parse_conf, print_summary,
-                     read_gravity_option, resolve_device)
+                     add_matcher_arguments, add_precision_argument, list_names, parse_conf,
+                     print_summary, read_gravity_option, resolve_device, with_precision)
 from ..errors import UsageError
 
 
@@ -23,6 +23,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
                         "(by default such a pairs file is refused before any matching)")
     p.add_argument("--as-half", action="store_true", help="store scores as float16 (as hloc)")
     add_gravity_argument(p)
+    add_precision_argument(p)
     add_device_argument(p)
 
 
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import check_gravity, match_pairs, model_record
     from ..registry import load_matcher
 
-    conf = parse_conf(args.matcher_conf, "--matcher-conf")
+    conf = with_precision(parse_conf(args.matcher_conf, "--matcher-conf"), args, "matcher",
+                          args.matcher)
     if args.features.resolve() == args.output.resolve():
         raise UsageError("the matches must go to another file than the features")
     pairs = _read_pairs(args.pairs)

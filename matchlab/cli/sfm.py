@@ -6,8 +6,9 @@ from pathlib import Path
 
 from ..extractors import DEFAULT_MAX_KEYPOINTS
 from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_extractor_arguments,
-                     add_gravity_argument, add_matcher_arguments, image_names, output_folder,
-                     parse_conf, read_gravity_option, resolve_device)
+                     add_gravity_argument, add_matcher_arguments, add_precision_argument,
+                     image_names, output_folder, parse_conf, read_gravity_option,
+                     resolve_device, with_precision)
 from ..errors import UsageError
 
 # the rule of matchlab.sfm.reconstruction.AUTO_MAPPER_RULE, in words (a test keeps them equal)
@@ -66,6 +67,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_gravity_argument(p)
     p.add_argument("--plots", type=int, default=3,
                    help="match plots of the N pairs with the most verified matches")
+    add_precision_argument(p)
     add_device_argument(p)
 
 
@@ -151,8 +153,10 @@ def run(args: argparse.Namespace) -> int:
         resize=None if args.resize == 0 else args.resize, camera_model=args.camera_model,
         camera_params=_camera_params(args.camera_params), camera_mode=args.camera_mode,
         global_descriptor=args.global_descriptor,
-        matcher_conf=parse_conf(args.matcher_conf, "--matcher-conf"),
-        extractor_conf=parse_conf(args.extractor_conf, "--extractor-conf"),
+        matcher_conf=with_precision(parse_conf(args.matcher_conf, "--matcher-conf"), args,
+                                    "matcher", args.matcher),
+        extractor_conf=with_precision(parse_conf(args.extractor_conf, "--extractor-conf"), args,
+                                      "extractor", args.features),
         mapper_options=parse_conf(args.mapper_options, "--mapper-options"),
         verify_options=parse_conf(args.verify_options, "--verify-options"),
         verify_budget=args.verify_budget,

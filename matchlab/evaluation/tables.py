@@ -161,7 +161,7 @@ def _present(runs: Runs, lines: Sequence[tuple]) -> list[tuple]:
     """The table lines (label, run names..., [other]) whose runs are all in `runs`: a run not
     measured (yet) leaves its rows out."""
     return [line for line in lines if all(x in runs for x in line[1:] if x.startswith(
-        ("all_", "homography_", "pose_", "sfm_")))]
+        ("all_", "homography_", "pose_", "sfm_", "precision_")))]
 
 
 def _pct(result: dict, *thresholds: int) -> str:
@@ -365,6 +365,38 @@ def _affineglue_sift(runs: Runs) -> str:
     return render(head, rows)
 
 
+# (what runs in bfloat16, float32 run, bfloat16 run, model class): one model at a time
+PRECISION_RUNS = (
+    ("SuperPoint, + mutual NN", "all_superpoint_nn", "precision_superpoint_nn_bf16", "SuperPoint"),
+    ("DISK, + mutual NN", "all_disk_nn", "precision_disk_nn_bf16", "DISK"),
+    ("ALIKED-n16, + mutual NN", "precision_aliked_nn_f32", "precision_aliked_nn_bf16", "ALIKED"),
+    ("SuperGlue outdoor, SuperPoint float32", "all_superpoint_superglue",
+     "precision_superpoint_superglue_bf16", "SuperGlue"),
+    ("LightGlue, DISK float32", "all_disk_lightglue", "precision_disk_lightglue_bf16",
+     "LightGlue"),
+)
+
+
+def _precision(runs: Runs) -> str:
+    """float32 -> bfloat16 per model (pycolmap LO-RANSAC), and what "auto" picks."""
+    from ..precision import AUTO_BFLOAT16
+
+    head = ["model in bfloat16", "graf AUC@5px", "EVD AUC@5px", "ScanNet AUC@5°",
+            "Strecha AUC@5°", "Strecha P %", "Strecha matches", "auto on bf16 hardware"]
+    rows = []
+    for label, f32, bf16, model in _present(runs, PRECISION_RUNS):
+        cells = []
+        for benchmark, dataset, show in (
+                ("homography", GRAF, lambda r: _pct(r, 5)), ("homography", EVD, lambda r: _pct(r, 5)),
+                ("pose", SCANNET, lambda r: _deg(r, 5)), ("pose", STRECHA, lambda r: _deg(r, 5)),
+                ("pose", STRECHA, lambda r: f"{r['precision']:.1f}"),
+                ("pose", STRECHA, lambda r: f"{r['matches']:.0f}")):
+            a, b = (show(_find(runs, run, benchmark, dataset, "lo-ransac")) for run in (f32, bf16))
+            cells.append(f"{a} → {b}")
+        rows.append([label, *cells, "bfloat16" if model in AUTO_BFLOAT16 else "float32"])
+    return render(head, rows)
+
+
 DOC_TABLES: dict[str, Callable[[Runs], str]] = {
     "headline": _headline,
     "homography": _benchmark_table("homography"),
@@ -376,6 +408,7 @@ DOC_TABLES: dict[str, Callable[[Runs], str]] = {
     "localization": _localization,
     "triangulation": _triangulation,
     "scale": _scale,
+    "precision": _precision,
     "affineglue-vs-ransac": _affineglue_vs_ransac,
     "affineglue-sift": _affineglue_sift,
     "affineglue-scoring": _affineglue_variants((

@@ -3,15 +3,19 @@
 Weights come from our resolver (`aliked-n16.pth` / `aliked-n32.pth`, BSD-3-Clause), never from
 kornia's downloader. Input is RGB in [0, 1]. Keypoints are sub-pixel (soft-argmax around the
 strict maxima of the score map, pixel-centre convention), descriptors 128-d and L2-normalised,
-returned best score first.
+returned best score first. With precision="bfloat16" only the backbone runs in bfloat16; the
+score and feature maps are cast to float32 before detection (NMS, threshold, soft-argmax
+refinement) and descriptor sampling (kornia's own steps, called here).
 """
 from __future__ import annotations
 
 from typing import Any
 
 import kornia.feature as KF
+import torch
 from torch import Tensor
 
+from ..precision import autocast
 from ..registry import ConfigError
 from ..weights import WeightsError, load_weights_into
 from .base import Extractor, top_k
@@ -35,6 +39,7 @@ class ALIKED(Extractor):
         "weights": None,
     }
     grayscale = False
+    precisions = ("float32", "bfloat16")
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
@@ -54,9 +59,15 @@ class ALIKED(Extractor):
         self.eval()  # BatchNorm must use its running statistics, also when built directly
 
     def detect(self, images: Tensor) -> list[dict[str, Tensor]]:
+        with autocast(images.device, self.compute_dtype()):
+            feature_map, score_map = self.model.extract_dense_map(images)
+        keypoints, scores, _ = self.model.dkd(score_map.float())  # [-1, 1] coordinates
+        descriptors, _ = self.model.desc_head(feature_map.float(), keypoints)
+        h, w = images.shape[-2:]
+        wh = torch.tensor([w - 1, h - 1], device=images.device, dtype=torch.float32)
         out = []
-        for f in self.model(images):
-            order = top_k(f.keypoint_scores, self.conf["max_keypoints"])
-            out.append({"keypoints": f.keypoints[order], "descriptors": f.descriptors[order],
-                        "scores": f.keypoint_scores[order]})
+        for kp, desc, score in zip(keypoints, descriptors, scores):
+            order = top_k(score, self.conf["max_keypoints"])
+            out.append({"keypoints": wh * (kp[order] + 1) / 2.0, "descriptors": desc[order],
+                        "scores": score[order]})
         return out

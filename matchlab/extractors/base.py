@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..images import ImageLike, rescale_points, resize_image, target_size, to_tensor
-from ..registry import Configurable
+from ..precision import PrecisionOption
 from ..types import Features
 
 
@@ -20,13 +20,15 @@ def rescale_lafs(lafs: Tensor, scale: tuple[float, float]) -> Tensor:
     return out
 
 
-class Extractor(Configurable):
+class Extractor(PrecisionOption):
     """Base class: `extractor(image) -> Features`, `extractor.extract_batch(images)`.
 
     Subclasses set `grayscale` and implement `detect(images)` on a batch [B, C, h, w] of
     equally sized, already resized images in [0, 1], returning one dict per image with
     keypoints [N, 2] (resized pixels, pixel-centre convention), descriptors [N, D],
-    scores [N] and optionally lafs [N, 2, 3] (resized pixels).
+    scores [N] and optionally lafs [N, 2, 3] (resized pixels). A network runs its dense layers
+    in `compute_dtype()` (the `precision` option, see matchlab.precision) and everything from
+    its score map on in float32.
     """
 
     default_conf: ClassVar[dict[str, Any]] = {
@@ -59,13 +61,6 @@ class Extractor(Configurable):
 
     def detect(self, images: Tensor) -> list[dict[str, Tensor]]:
         raise NotImplementedError
-
-    @property
-    def device(self) -> torch.device:
-        param = next(self.parameters(), None)
-        buf = next(self.buffers(), None)
-        ref = param if param is not None else buf
-        return ref.device if ref is not None else torch.device("cpu")
 
     def forward(self, image: ImageLike) -> Features:
         return self.extract_batch([image])[0]

@@ -9,6 +9,8 @@ Pipeline for a batch [B, 1, H, W] of grayscale images in [0, 1]:
   depth-to-space to [B, 8h, 8w] -> non-maximum suppression -> scores > detection_threshold ->
   drop points within remove_borders px of the map's edge -> best max_keypoints per image;
   descriptor head: 256-d, L2-normalised, sampled bilinearly at the keypoints, L2-normalised again.
+With precision="bfloat16" only the convolutions run in bfloat16; the softmax, the score map,
+NMS, thresholds and descriptor sampling / normalisation are float32.
 Keypoints are integer pixel indices of the score map, i.e. pixel centres (matchlab's convention).
 (8h, 8w) is the image size rounded down to multiples of 8, as in the reference.
 """
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..precision import autocast
 from ..registry import ConfigError
 from ..weights import load_weights_into
 from .base import Extractor
@@ -85,6 +88,7 @@ class SuperPoint(Extractor):
         "weights": "superpoint_v1.pth",
     }
     grayscale = True
+    precisions = ("float32", "bfloat16")
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
@@ -112,15 +116,17 @@ class SuperPoint(Extractor):
         self.to(memory_format=torch.channels_last)
 
     def dense(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Score map [B, 8h, 8w] in [0, 1] and L2-normalised descriptor map [B, 256, h, w]."""
-        x = F.relu(self.conv1b(F.relu(self.conv1a(images))))
-        x = F.relu(self.conv2b(F.relu(self.conv2a(F.max_pool2d(x, 2)))))
-        x = F.relu(self.conv3b(F.relu(self.conv3a(F.max_pool2d(x, 2)))))
-        x = F.relu(self.conv4b(F.relu(self.conv4a(F.max_pool2d(x, 2)))))
-        logits = self.convPb(F.relu(self.convPa(x)))
-        scores = F.pixel_shuffle(logits.softmax(1)[:, :-1], CELL)[:, 0]  # channel 8r+c -> (r, c)
-        descriptors = F.normalize(self.convDb(F.relu(self.convDa(x))), p=2, dim=1)
-        return scores, descriptors
+        """Score map [B, 8h, 8w] in [0, 1] and L2-normalised descriptor map [B, 256, h, w],
+        both float32 (the convolutions run in `compute_dtype()`)."""
+        with autocast(images.device, self.compute_dtype()):
+            x = F.relu(self.conv1b(F.relu(self.conv1a(images))))
+            x = F.relu(self.conv2b(F.relu(self.conv2a(F.max_pool2d(x, 2)))))
+            x = F.relu(self.conv3b(F.relu(self.conv3a(F.max_pool2d(x, 2)))))
+            x = F.relu(self.conv4b(F.relu(self.conv4a(F.max_pool2d(x, 2)))))
+            logits = self.convPb(F.relu(self.convPa(x)))
+            descriptors = self.convDb(F.relu(self.convDa(x)))
+        scores = F.pixel_shuffle(logits.float().softmax(1)[:, :-1], CELL)[:, 0]  # 8r+c -> (r, c)
+        return scores, F.normalize(descriptors.float(), p=2, dim=1)
 
     def detect(self, images: Tensor) -> list[dict[str, Tensor]]:
         b, _, height, width = images.shape

@@ -63,7 +63,8 @@ class AffineGlue(Matcher):
     """`matcher(feats0, feats1, K0=None, K1=None, gravity0=None, gravity1=None) -> Matches`.
 
     Options: base (another registered matcher: "nn", "superglue", "lightglue", ...),
-    base_conf (options of the base matcher),
+    base_conf (options of the base matcher), precision (passed to the base unless base_conf
+    sets it: the pools come from the base network, AffineGlue's own geometry is float64),
     features (extractor name, passed to a base that needs it, i.e. LightGlue),
     model ("homography" | "essential"), pool_size (candidates per source), sources
     ("matched" | "all"), min_log_assignment, threshold_px (None: 3 px homography, 1 px
@@ -111,6 +112,7 @@ class AffineGlue(Matcher):
         needs_intrinsics=True, uses_gravity=True, needs_frames=True, verifies_geometry=True,
         estimates=MODELS)
     result_neutral_options: ClassVar[tuple[str, ...]] = ()  # every option changes results
+    precisions: ClassVar[tuple[str, ...]] = ("float32", "bfloat16", "float16")  # the base's
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
@@ -137,9 +139,14 @@ class AffineGlue(Matcher):
         base_conf = dict(c["base_conf"] or {})
         if c["features"] is not None and "features" in resolve("matcher", c["base"]).default_conf:
             base_conf.setdefault("features", c["features"])  # LightGlue's weights
+        base_conf.setdefault("precision", c["precision"])  # the base says which it supports
         # (not for_features: the extractor's one-to-one defaults, e.g. SIFT's ratio test,
         # would thin out the pools' sources)
         self.base = load_matcher(c["base"], **base_conf)
+
+    def compute_dtype(self) -> torch.dtype:
+        """The base matcher's (its network is all that runs in reduced precision)."""
+        return self.base.compute_dtype()
 
     # ----------------------------------------------------------------- pools
     def _pools(self, pairs: Sequence[tuple[Features, Features]]) -> list[tuple[Tensor, Tensor, Matches]]:

@@ -27,11 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# the ``precision`` option of the attentional matchers: None = "auto" (each matcher's rule)
-PRECISIONS: dict[str, torch.dtype | None] = {"auto": None, "float32": torch.float32,
-                                             "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def interleaved_to_head_major(channels: int, heads: int, device=None) -> Tensor:
     """[C] int64 permutation ``p`` with ``new[c'] = old[p[c']]``.
 

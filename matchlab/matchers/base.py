@@ -5,10 +5,11 @@
     matcher.candidates(feats0, feats1, k) -> (indices, scores) top-k destinations per keypoint
     matcher.capabilities                                      a `MatcherCapabilities` record
     type(matcher).result_neutral_options                      options that change speed only
+    matcher.conf["precision"], matcher.compute_dtype()        see matchlab.precision
 
-A new matcher subclasses `Matcher`, declares `default_conf`, `capabilities` and
-`result_neutral_options`, implements `forward(feats0, feats1) -> Matches` (or overrides
-`match_batch` and makes `forward` call it) and `candidates` (or overrides `match_candidates`
+A new matcher subclasses `Matcher`, declares `default_conf`, `capabilities`,
+`result_neutral_options` and `precisions` (when it computes in more than float32),
+implements `forward(feats0, feats1) -> Matches` (or overrides `match_batch` and makes `forward` call it) and `candidates` (or overrides `match_candidates`
 when one pass gives both), and gets one line in `matchlab.registry.MATCHERS`.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import ClassVar, Sequence
 import torch
 from torch import Tensor
 
-from ..registry import Configurable
+from ..precision import PrecisionOption
 from ..types import Features, Matches
 
 Pair = tuple[Features, Features]
@@ -46,7 +47,7 @@ class MatcherCapabilities:
     estimates: tuple[str, ...] = ()
 
 
-class Matcher(Configurable):
+class Matcher(PrecisionOption):
     """Base class of the matchers (see the module docstring for the contract).
 
     `capabilities` is declared per class; an instance whose options narrow it (e.g. a

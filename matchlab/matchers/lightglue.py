@@ -29,7 +29,6 @@ from torch import nn
 from ..registry import ConfigError
 from ..types import Features, Matches, ShapeError
 from ..weights import load_checkpoint
-from .attention import PRECISIONS
 from .base import MatcherCapabilities, NetworkMatcher
 from .lightglue_blocks import (DIM, FEATURES, N_LAYERS, MatchAssignment, PositionalEncoding,
                                TokenConfidence, TransformerLayer, image_inputs, no_matches,
@@ -57,10 +56,11 @@ class LightGlue(NetworkMatcher):
       filter_threshold: 0.1: a mutual match is kept if its score exceeds this.
       pruning_min_keypoints: "auto" (official: -1 = always on CPU, 1536 on CUDA) or an int:
                an image is pruned only while it has more points than this.
-      precision: "auto" | "float32" | "bfloat16" | "float16": dtype of the transformer's
-               matmuls and attention (mixed precision; the residual stream, heads and the
-               assignment stay float32). "auto" is float32 on the CPU and float16 on CUDA
-               (reduced precisions are slow on CPUs without bf16/fp16 units).
+      precision: "auto" | "float32" | "bfloat16" | "float16" (matchlab.precision): dtype of
+               the transformer's matmuls and attention (mixed precision; the residual stream,
+               heads and the assignment stay float32). "auto" is float16 on CUDA (as the
+               official code), elsewhere the rule of matchlab.precision (bfloat16 only on
+               hardware with native bfloat16, and only if LightGlue is in AUTO_BFLOAT16).
       rotations: angles (multiples of 90, clockwise) tried for image 1: its keypoints are
                rotated before matching, and the rotation with the most matches is kept
                (``extras["rotation"]``). Useful with rotation-invariant descriptors (SIFT).
@@ -77,7 +77,6 @@ class LightGlue(NetworkMatcher):
         "width_confidence": 0.99,
         "filter_threshold": 0.1,
         "pruning_min_keypoints": "auto",
-        "precision": "auto",
         "rotations": (0,),
         "top_k": 0,
         "batch_size": 8,
@@ -85,15 +84,13 @@ class LightGlue(NetworkMatcher):
     }
     capabilities: ClassVar[MatcherCapabilities] = MatcherCapabilities()
     result_neutral_options: ClassVar[tuple[str, ...]] = ("batch_size", "compile")  # speed only
+    precisions: ClassVar[tuple[str, ...]] = ("float32", "bfloat16", "float16")
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
         c = self.conf
         if c["features"] not in FEATURES:
             raise ConfigError(f"LightGlue: features must be one of {sorted(FEATURES)}, got {c['features']!r}")
-        if c["precision"] not in PRECISIONS:
-            raise ConfigError(f"LightGlue: precision must be one of {sorted(PRECISIONS)}, "
-                              f"got {c['precision']!r}")
         rotations = [int(r) % 360 for r in (c["rotations"] if isinstance(c["rotations"], (list, tuple))
                                             else [c["rotations"]])]
         if not rotations or any(r not in ANGLES for r in rotations):
@@ -122,11 +119,9 @@ class LightGlue(NetworkMatcher):
     def device(self) -> torch.device:
         return self.posenc.Wr.weight.device
 
-    def _compute_dtype(self) -> torch.dtype:
-        dtype = PRECISIONS[self.conf["precision"]]
-        if dtype is None:
-            return torch.float16 if self.device.type == "cuda" else torch.float32
-        return dtype
+    def auto_dtype(self, device: torch.device) -> torch.dtype:
+        """"auto": float16 on CUDA (the official setting), else matchlab.precision's rule."""
+        return torch.float16 if device.type == "cuda" else super().auto_dtype(device)
 
     def _pruning_min(self) -> int:
         value = self.conf["pruning_min_keypoints"]
@@ -140,7 +135,7 @@ class LightGlue(NetworkMatcher):
 
     def _run(self, pairs: Sequence[tuple[Features, Features]], k: int) -> list[Matches]:
         """Match pairs (all with >= 1 keypoint per side) in one packed pass."""
-        return self.engine.run(self, pairs, k, self._compute_dtype(), **self._options(),
+        return self.engine.run(self, pairs, k, self.compute_dtype(), **self._options(),
                                filter_threshold=float(self.conf["filter_threshold"]))
 
     @torch.inference_mode()

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from ..registry import ConfigError
 from ..types import Features, Matches, ShapeError
 from ..weights import load_checkpoint
-from .attention import (PRECISIONS, DerivedWeights, add_residual, attention, conv1x1_weight,
+from .attention import (DerivedWeights, add_residual, attention, conv1x1_weight,
                         fold_batchnorm, fuse_attention_layer, merge_heads, mutual_matches,
                         permute_heads_in, permute_heads_out, split_heads)
 from .base import MatcherCapabilities, NetworkMatcher
@@ -220,28 +220,25 @@ class SuperGlue(NetworkMatcher):
                None (random initialisation, for tests).
       sinkhorn_iterations: 100 (official class default, see the module docstring).
       match_threshold: 0.2 (official): a mutual match is kept if its score exceeds this.
-      precision: "auto" | "float32" | "bfloat16" | "float16": dtype of the attention
-                 network's matmuls, meant for GPUs. "auto" is float32, or on a GPU the dtype of
-                 an enclosing torch.autocast (on the CPU it stays float32: CPUs without bf16
-                 units run bf16 matmuls much slower). The residual stream, the final
-                 projection, the score matrix and Sinkhorn are always float32, and an
-                 enclosing autocast never changes them.
+      precision: "auto" | "float32" | "bfloat16" | "float16" (matchlab.precision): dtype of
+                 the attention network's matmuls. "auto": on a GPU the dtype of an enclosing
+                 torch.autocast if any, else the rule of matchlab.precision (bfloat16 only on
+                 hardware with native bfloat16, and only if SuperGlue is in AUTO_BFLOAT16).
+                 The residual stream, the final projection, the score matrix and Sinkhorn
+                 are always float32, and an enclosing autocast never changes them.
     """
 
     default_conf: ClassVar[dict[str, Any]] = {
         "weights": "indoor",
         "sinkhorn_iterations": 100,
         "match_threshold": 0.2,
-        "precision": "auto",
     }
     capabilities: ClassVar[MatcherCapabilities] = MatcherCapabilities()
     result_neutral_options: ClassVar[tuple[str, ...]] = ()  # every option changes results
+    precisions: ClassVar[tuple[str, ...]] = ("float32", "bfloat16", "float16")
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
-        if self.conf["precision"] not in PRECISIONS:
-            raise ConfigError(f"SuperGlue: precision must be one of {sorted(PRECISIONS)}, "
-                              f"got {self.conf['precision']!r}")
         if int(self.conf["sinkhorn_iterations"]) < 0:
             raise ConfigError("SuperGlue: sinkhorn_iterations must be >= 0")
         self.kenc = _KeypointEncoder()
@@ -297,13 +294,11 @@ class SuperGlue(NetworkMatcher):
                 "bin_score": self.bin_score.detach().float().clone()}
 
     # ----------------------------------------------------------------- network
-    def _compute_dtype(self) -> torch.dtype:
-        dtype = PRECISIONS[self.conf["precision"]]
-        if dtype is None:  # "auto": follow an enclosing autocast, except on the CPU
-            if self.device.type == "cpu":
-                return torch.float32
-            return _autocast_dtype(self.device.type) or torch.float32
-        return dtype
+    def auto_dtype(self, device: torch.device) -> torch.dtype:
+        """"auto": an enclosing autocast's dtype on a GPU, else matchlab.precision's rule."""
+        if device.type != "cpu" and _autocast_dtype(device.type) is not None:
+            return _autocast_dtype(device.type)
+        return super().auto_dtype(device)
 
     def _encode(self, x: Tensor, kin: Tensor, fused: dict, n0: int,
                 mask0: Tensor | None, mask1: Tensor | None, dtype: torch.dtype) -> Tensor:
@@ -374,7 +369,7 @@ class SuperGlue(NetworkMatcher):
                 todo.append(i)
         if not todo:
             return results  # type: ignore[return-value]
-        dtype = self._compute_dtype()
+        dtype = self.compute_dtype()
         fused = self.fused_weights(dtype)
         dev = self.device
         n0s = [len(pairs[i][0]) for i in todo]

