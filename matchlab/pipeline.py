@@ -270,7 +270,7 @@ class SfMConfig:
     mapper_options: dict = field(default_factory=dict)
     # pycolmap TwoViewGeometryOptions fields over sfm.DEFAULT_VERIFICATION_OPTIONS
     verify_options: dict = field(default_factory=dict)
-    # RANSAC trials only where they can pay (sfm.database.plan_budget); off: COLMAP's
+    # RANSAC trials only where they can pay (sfm.verification.plan_budget); off: COLMAP's
     # verification with verify_options for every pair (measured in docs/usage.md)
     verify_budget: bool = False
 

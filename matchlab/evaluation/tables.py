@@ -71,7 +71,7 @@ def _localization_rows(result: dict) -> tuple[list[str], list[list[str]]]:
                    cm(result["max_position_error_m"]), deg(result["median_rotation_error_deg"]),
                    deg(result["max_rotation_error_deg"]),
                    *(f"{v:.2f}" for v in result["recall"].values()),
-                   deg(result["model_rotation_median_deg"]), f"{result['seconds_per_query']:.1f}"]]
+                   deg(result.get("model_rotation_median_deg")), f"{result['seconds_per_query']:.1f}"]]
 
 
 def render(head: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = True) -> str:

@@ -8,8 +8,9 @@
 
 pycolmap is imported when a function runs, not when this package is imported.
 """
-from .database import (CAMERA_MODES, DEFAULT_VERIFICATION_OPTIONS, DatabaseError,
-                       create_database, import_verified, read_image_ids, verify)
+from .database import (CAMERA_MODES, DatabaseError, create_database, import_verified,
+                       read_image_ids)
+from .verification import DEFAULT_VERIFICATION_OPTIONS, verify
 from .options import OptionsError, apply_options
 from .reconstruction import (MAPPERS, ReconstructionError, align_and_compare, camera_centres,
                              drop_weak_images,

@@ -283,7 +283,8 @@ def extend_sfm(sfm_dir: str | os.PathLike, new_dir: str | os.PathLike, *,
                             extract_features, find_duplicates, match_pairs, model_record,
                             read_keypoints_and_matches)
     from ..retrieval.pairs import write_pairs_file
-    from .database import create_database, import_verified, verify
+    from .database import create_database, import_verified
+    from .verification import verify
     from .localization import load_model_networks
     from .reconstruction import drop_weak_images, export_model, model_summary, read_model
     from .outputs import replace_output

@@ -114,7 +114,7 @@ def write_visual_report(output_dir: Path, image_dir: Path, rec, summary: dict,
     {name: [N, 2] px}; pair_matches: {(name0, name1): [M, 2] raw index pairs}; both are
     read only for the plotted pairs (mappings reading the stores on access suit)."""
     from ..viz import draw_top_view, plot_pairs, save_png
-    from .database import verified_inliers
+    from .verification import verified_inliers
 
     best = most_verified(output_dir / "database.db", pairs, plots)
     inliers = verified_inliers(output_dir / "database.db", best)

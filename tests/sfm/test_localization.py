@@ -225,12 +225,13 @@ def test_recalls_count_misses_and_the_table_shows_them():
               "calibrated": False, "localized": 3, "queries": 4,
               "median_position_error_m": 0.03, "median_position_error_rel": 0.002,
               "max_position_error_m": 0.2, "median_rotation_error_deg": 0.6,
-              "max_rotation_error_deg": 3.0, "recall": found, "seconds_per_query": 2.5}
+              "max_rotation_error_deg": 3.0, "recall": found, "seconds_per_query": 2.5,
+              "model_rotation_median_deg": 0.4}
     table = format_table([result])
     assert "R@1cm/0.5deg" in table.splitlines()[0]
     assert table.splitlines()[1].split() == ["x+y", "strecha_fountain_P11", "prior,", "refined",
                                              "3/4", "3.00", "0.200", "20.00", "0.600", "3.000",
-                                             "0.25", "0.50", "0.50", "2.5"]
+                                             "0.25", "0.50", "0.50", "0.400", "2.5"]
 
 
 @pytest.mark.slow

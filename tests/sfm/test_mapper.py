@@ -16,7 +16,7 @@ from matchlab.cli import build_parser
 from matchlab.cli.sfm import AUTO_HELP
 from matchlab.sfm import (align_and_compare, create_database, model_summary, read_image_ids,
                           reconstruct, verify)
-from matchlab.sfm.database import _two_view_options, plan_budget
+from matchlab.sfm.verification import _two_view_options, plan_budget
 from matchlab.sfm.reconstruction import (AUTO_MAPPER_RULE, MAPPERS, _pipeline_options,
                                          describe_auto_rule, pick_mapper)
 from sfm.test_sfm import MAP_OPTIONS, fountain, synthetic_scene  # noqa: F401 (fixture)

@@ -181,11 +181,14 @@ def test_thousand_image_street_matches_and_imports_in_bounded_memory(tmp_path):
     """benchmarks/scale.py's street at 1,000 images (~12,000 sequential + retrieval pairs):
     matching holds its 64-image feature cache, and the database import one chunk of pairs,
     so the Python / numpy memory each traces (torch's and COLMAP's are not traced) stays
-    bounded: the import's below half of what all pairs' matches take as arrays (measured:
-    10 MB against 46 MB; the former all-in-memory import held 58 MB of dicts alone)."""
+    bounded: the import's below half of what all pairs' matches take as arrays (measured
+    with 1,000 keypoints an image: 10 MB against 46 MB; the former all-in-memory import held
+    58 MB of dicts alone). 128 keypoints an image here, to fit the test suite's time."""
     scale = load_benchmark()
     rng = np.random.default_rng(1)
-    names, centres, image_dir = scale.write_scene(1000, tmp_path, rng)
+    keypoints_per_image = 128  # the benchmark's 1,000 take 16 minutes on 2 cores
+    names, centres, image_dir = scale.write_scene(1000, tmp_path, rng,
+                                                  max_keypoints=keypoints_per_image)
     pairs, unrelated = scale.scene_pairs(names, centres, rng)
     assert len(pairs) > 10_000 and 0.05 < unrelated < 0.3
     tracemalloc.start()
@@ -205,14 +208,14 @@ def test_thousand_image_street_matches_and_imports_in_bounded_memory(tmp_path):
     with pycolmap.Database.open(str(tmp_path / "database.db")) as db:
         num_matches = db.num_matches()
     all_matches_bytes = 16 * num_matches  # an [M, 2] int64 array per pair, held for all
-    cache_bytes = 64 * scale.MAX_KEYPOINTS * (scale.DESCRIPTOR_DIM + 3) * 4
+    cache_bytes = 64 * keypoints_per_image * (scale.DESCRIPTOR_DIM + 3) * 4
     index = {n: i for i, n in enumerate(names)}
     far = sum(abs(index[a] - index[b]) > 64 for a, b in pairs)
     print(f"{len(pairs)} pairs ({far} between images more than 64 apart), {num_matches} "
           f"matches ({all_matches_bytes / 2**20:.1f} MB), feature reads {report.reads}, traced "
           f"peak {match_peak / 2**20:.1f} MB matching, {import_peak / 2**20:.1f} MB importing")
     assert report.reads <= len(names) + far  # once, plus one per pair of far-apart images
-    assert stats["matches_added"] == len(pairs) and num_matches > 2_000_000
+    assert stats["matches_added"] == len(pairs) and num_matches > 20 * len(pairs)
     assert match_peak < 2 * cache_bytes
     assert import_peak < 0.5 * all_matches_bytes
 
