@@ -304,7 +304,6 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     from .retrieval.select import select_pairs
     from .sfm import (create_database, drop_weak_images, export_model, import_verified,
                       model_summary, reconstruct, verify)
-    from .sfm.report import format_summary, write_visual_report
 
     import pycolmap
 
@@ -389,6 +388,18 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     summary["skipped"] = skipped
     summary["config"] = asdict(config)
     summary["image_dir"] = str(image_dir.resolve())  # `localize` draws the model's images
+    finish_outputs(output_dir, image_dir, rec, summary, reports, pairs, keypoints, pair_matches,
+                   plots, log, report)
+    return summary
+
+
+def finish_outputs(output_dir: Path, image_dir: Path, rec, summary: dict,
+                   reports: Sequence[StageReport], pairs, keypoints, pair_matches, plots: int,
+                   log: Callable[[str], None], report: bool = True) -> None:
+    """The end of a run making a model (`run_sfm`, `sfm.triangulation`): summary.json with
+    the stage reports, report.html with `plots` match plots, the stage lines and summary."""
+    from .sfm.report import format_summary, write_visual_report
+
     summary["stages"] = [asdict(r) for r in reports]
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if report:
@@ -397,4 +408,3 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     for stage in reports:
         log(stage.line())
     log(format_summary(summary))
-    return summary

@@ -20,7 +20,6 @@ a camera centre and rotation against the input, 0 unless refined), report.html, 
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -172,14 +171,14 @@ def triangulate(image_dir: str | os.PathLike, poses: str | os.PathLike,
     from ..images import list_images
     from ..store import FeatureStore
     from ..pipeline import (DEFAULT_MAPPER_OPTIONS, SfMConfig, check_gravity, extract_features,
-                            match_pairs, model_record, read_keypoints_and_matches, StageReport)
+                            finish_outputs, match_pairs, model_record, read_keypoints_and_matches,
+                            StageReport)
     from ..io.gravity import read_gravity
     from ..registry import load_extractor, load_matcher
     from ..retrieval.pairs import parse_pairs_spec, write_pairs_file
     from ..retrieval.pose_pairs import centre_and_direction
     from ..retrieval.select import select_pairs
     from . import create_database, export_model, import_verified, model_summary, verify
-    from .report import format_summary, write_visual_report
 
     pycolmap = _pycolmap()
     if not colmap_log:
@@ -257,12 +256,7 @@ def triangulate(image_dir: str | os.PathLike, poses: str | os.PathLike,
     summary.update(skipped=skipped, unposed_in_model=unposed, poses=str(Path(poses).resolve()),
                    cameras=str(Path(cameras).resolve()) if cameras else None, refine=refine,
                    pose_change=pose_change(rec, known), config=asdict(config),
-                   image_dir=str(image_dir.resolve()), stages=[asdict(r) for r in reports])
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if report:
-        write_visual_report(out_dir, image_dir, rec, summary, pairs, keypoints, pair_matches,
-                            plots)
-    for stage in reports:
-        say(stage.line())
-    say(format_summary(summary))
+                   image_dir=str(image_dir.resolve()))
+    finish_outputs(out_dir, image_dir, rec, summary, reports, pairs, keypoints, pair_matches,
+                   plots, say, report)
     return Triangulation(rec, summary)
