@@ -19,7 +19,7 @@ from matchlab.sfm import (align_and_compare, create_database, model_summary, rea
 from matchlab.sfm.verification import _two_view_options, plan_budget
 from matchlab.sfm.reconstruction import (AUTO_MAPPER_RULE, MAPPERS, _pipeline_options,
                                          describe_auto_rule, pick_mapper)
-from sfm.test_sfm import MAP_OPTIONS, fountain, synthetic_scene  # noqa: F401 (fixture)
+from sfm.test_sfm import MAP_OPTIONS, synthetic_scene
 
 # ---------------------------------------------------------------------------- mapper choice
 
@@ -120,19 +120,22 @@ def test_budget_sends_no_pair_with_too_few_matches_to_ransac(tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_budget_keeps_the_inliers_of_real_pairs(fountain, tmp_path):
-    """SIFT on fountain-P11 (55 pairs), hloc's 20,000 trials: the budget changes no pair's
-    verdict and each pair's inlier count by at most 2 % (RANSAC draws other samples)."""
+    """SIFT on fountain-P11, hloc's 20,000 trials: the budget changes no pair's verdict and
+    each pair's inlier count by at most 2 % (RANSAC draws other samples). The 10 pairs of
+    the first image, overlaps from large to small (measured on all 55 pairs too: the same)."""
+    first, *others = fountain["names"]
+    pairs = [(first, other) for other in others]
     inliers = {}
     for budget in (False, True):
         db = tmp_path / f"{budget}.db"
         shutil.copy(fountain["db"], db)
         with pycolmap.Database.open(str(db)) as database:
             database.clear_two_view_geometries()
-        verify(db, budget=budget)
+        verify(db, pairs, budget=budget)
         with pycolmap.Database.open(str(db)) as database:
             ids, geometries = database.read_two_view_geometries()
         inliers[budget] = {int(p): len(g.inlier_matches) for p, g in zip(ids, geometries)}
-    assert set(inliers[True]) == set(inliers[False]) and len(inliers[False]) >= 40
+    assert set(inliers[True]) == set(inliers[False]) and len(inliers[False]) >= 8
     for pair, count in inliers[False].items():
         assert abs(inliers[True][pair] - count) <= 0.02 * count, pair
 

@@ -395,9 +395,9 @@ def test_align_and_compare_reports_missing_and_needs_three(tmp_path):
 
 # ---------------------------------------------------------------------------- real images
 
-@pytest.fixture(scope="module")
-def fountain(datasets_root, tmp_path_factory):
-    """SIFT features, exhaustive matches, database and verification for fountain-P11."""
+def sift_fountain(datasets_root, tmp_path_factory):
+    """SIFT features, exhaustive matches, database and verification for fountain-P11 (the
+    session fixture `fountain` of tests/sfm/conftest.py: made once for all modules)."""
     root = datasets_root / "strecha_fountain_P11"
     image_dir = root / "images"
     names = sorted(p.name for p in image_dir.glob("*.jpg"))
