@@ -82,3 +82,7 @@ class ReconstructionError(MatchlabError, RuntimeError):
 
 class UsageError(MatchlabError):
     """A command was called with arguments that cannot work together (the CLI's own errors)."""
+
+
+class ClusterError(MatchlabError, RuntimeError):
+    """A cluster executor could not start, reach its cluster or keep its workers alive."""

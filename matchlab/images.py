@@ -19,10 +19,12 @@ x = (x' + 0.5) * (W / w) - 0.5 in the original (`rescale_points`).
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Sequence, Union
+from typing import BinaryIO, Sequence, Union
 
 import cv2
 import numpy as np
@@ -38,7 +40,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", "
 ImageLike = Union[str, os.PathLike, np.ndarray, Tensor]
 
 
-def _check_jpeg_complete(path: Path) -> None:
+def _check_jpeg_complete(path: Path | BinaryIO, name: str | os.PathLike | None = None) -> None:
     """OpenCV decodes a truncated JPEG silently (grey bottom rows); Pillow notices.
 
     The draft mode decodes at 1/8 scale, so the check costs a fraction of a full decode.
@@ -52,7 +54,7 @@ def _check_jpeg_complete(path: Path) -> None:
     except Image.DecompressionBombError:
         return  # over Pillow's own limit (179 MP) but allowed by ours: not checked
     except Exception as e:  # Pillow raises OSError / SyntaxError / ValueError variants
-        raise ImageError(path, f"corrupt or truncated JPEG ({e})") from None
+        raise ImageError(name or path, f"corrupt or truncated JPEG ({e})") from None
 
 
 def _png_size(f) -> tuple[int, int] | None:
@@ -88,10 +90,10 @@ def _jpeg_size(f) -> tuple[int, int] | None:
         f.seek(length - 2, 1)
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(width, height) an image file's header states, without decoding it; None when the
-    header cannot be read (the decoder then reports the file)."""
-    with open(path, "rb") as f:
+def image_size(path: str | os.PathLike | BinaryIO) -> tuple[int, int] | None:
+    """(width, height) an image file's (or open binary stream's) header states, without
+    decoding it; None when the header cannot be read (the decoder then reports the file)."""
+    with open(path, "rb") if isinstance(path, (str, os.PathLike)) else nullcontext(path) as f:
         head = f.read(8)
         f.seek(0)
         if head == b"\x89PNG\r\n\x1a\n":
@@ -126,14 +128,15 @@ def pixel_limit() -> int:
     return limit
 
 
-def check_pixel_count(path: str | os.PathLike, limit: int | None = None) -> None:
-    """ImageError naming the file and its size when its header states more than `limit`
-    pixels (default `pixel_limit()`)."""
+def check_pixel_count(path: str | os.PathLike | BinaryIO, limit: int | None = None,
+                      name: str | os.PathLike | None = None) -> None:
+    """ImageError naming the file (`name`, default `path`) and its size when its header
+    states more than `limit` pixels (default `pixel_limit()`)."""
     limit = pixel_limit() if limit is None else limit
     size = image_size(path)
     if size is not None and size[0] * size[1] > limit:
         w, h = size
-        raise ImageError(path, f"{w} x {h} = {w * h / 1e6:.0f} million pixels, over the limit of "
+        raise ImageError(name or path, f"{w} x {h} = {w * h / 1e6:.0f} million pixels, over the limit of "
                                f"{limit / 1e6:g} million (raise it with {MAX_PIXELS_VARIABLE} "
                                f"if there is memory for it: about 20 bytes per pixel)")
 
@@ -161,6 +164,22 @@ def read_image(path: str | os.PathLike, grayscale: bool = False,
     if array is None or array.size == 0:
         raise ImageError(path, "not a decodable image (corrupt, truncated or unsupported format)")
     return array_to_tensor(array, bgr=not grayscale, name=str(path))
+
+
+def decode_image(data: bytes, name: str | os.PathLike, grayscale: bool = False,
+                 max_pixels: int | None = None) -> Tensor:
+    """`read_image` of an image file's bytes (e.g. sent from another machine): the same
+    checks and tensor; `name` names the image in an ImageError."""
+    if not data:
+        raise ImageError(name, "the file is empty (0 bytes)")
+    check_pixel_count(io.BytesIO(data), max_pixels, name=name)
+    if data[:2] == b"\xff\xd8":
+        _check_jpeg_complete(io.BytesIO(data), name)
+    flags = cv2.IMREAD_ANYDEPTH | (cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if array is None or array.size == 0:
+        raise ImageError(name, "not a decodable image (corrupt, truncated or unsupported format)")
+    return array_to_tensor(array, bgr=not grayscale, name=str(name))
 
 
 def array_to_tensor(array: np.ndarray, bgr: bool = False, name: str = "array") -> Tensor:

@@ -28,6 +28,7 @@ from .store.identity import check_same_features
 from .types import Features
 
 if TYPE_CHECKING:
+    from .distributed.executors import Executor
     from .matchers.base import Matcher
 
 
@@ -99,10 +100,13 @@ def check_model_record(store, key: str, record: dict | None, what: str, option: 
 def extract_features(image_dir: str | Path, names: Sequence[str], features_path: str | Path,
                      extractor: Callable[[Any], Features], as_half: bool = False,
                      progress: bool = True, log: Callable[[str], None] | None = None,
-                     record: dict | None = None) -> StageReport:
+                     record: dict | None = None, executor: Executor | None = None
+                     ) -> StageReport:
     """Extract features of `names` (relative to image_dir) into features_path (hloc layout).
 
-    record: `model_record` of the extractor; a file made with another one is refused."""
+    record: `model_record` of the extractor; a file made with another one is refused.
+    executor: run the extractor (a registry model) on its workers (matchlab.distributed);
+    None: here."""
     report = StageReport("extract")
     start = time.perf_counter()
     image_dir = Path(image_dir)
@@ -111,6 +115,14 @@ def extract_features(image_dir: str | Path, names: Sequence[str], features_path:
                            "--features / extractor options")
         todo = [n for n in names if n not in store]
         report.already = len(names) - len(todo)
+        if executor is not None:
+            from .distributed.executors import worker_spec
+            from .distributed.stages import extract_remote
+
+            extract_remote(executor, worker_spec("extractor", extractor), image_dir, todo,
+                           store, report, as_half, log, progress)
+            report.seconds = time.perf_counter() - start
+            return report  # (the store closes on the way out)
         for name in tqdm(todo, desc="extract", unit="img", disable=not progress):
             try:
                 features = extractor(image_dir / name)
@@ -170,7 +182,8 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                 matches_path: str | Path, matcher: Matcher,
                 progress: bool = True, batch_size: int = 8, as_half: bool = False,
                 device=None, record: dict | None = None,
-                gravity: dict[str, Any] | None = None) -> StageReport:
+                gravity: dict[str, Any] | None = None, executor: Executor | None = None
+                ) -> StageReport:
     """Match every pair into matches_path; pairs naming an image absent from features_path
     raise KeyError listing them before any work is done.
 
@@ -180,7 +193,10 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
 
     The matcher's `match_batch` gets `batch_size` pairs at a time (its results equal
     pair-by-pair matching). The same Features object is passed for an image that occurs in
-    several pairs of a batch, so a matcher may cache per-image work by identity."""
+    several pairs of a batch, so a matcher may cache per-image work by identity.
+
+    executor: run the matcher (a registry model) on its workers (matchlab.distributed);
+    None: here."""
     check_gravity(matcher, gravity)
     report = StageReport("match")
     start = time.perf_counter()
@@ -204,6 +220,14 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                 f"(e.g. {todo[0][0]!r}): extract with --extractor-conf lafs=affnet, use SIFT, or "
                 "fit the affine correspondences to matched neighbours (--matcher-conf "
                 "affines=neighbours)")
+        if executor is not None:
+            from .distributed.executors import worker_spec
+            from .distributed.stages import match_remote
+
+            match_remote(executor, worker_spec("matcher", matcher), todo, features_path,
+                         cache, store, report, digests, as_half, batch_size, gravity, progress)
+            report.seconds = time.perf_counter() - start
+            return report
         step = max(int(batch_size), 1)
         with tqdm(total=len(todo), desc="match", unit="pair", disable=not progress) as bar:
             for start_index in range(0, len(todo), step):
@@ -291,13 +315,15 @@ RETRY_BELOW_FRACTION, RETRY_SEEDS = 0.5, (1, 2)
 def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | None = None,
             progress: bool = True, log: Callable[[str], None] = print,
             colmap_log: bool = False, device: str | None = None, plots: int = 3,
-            report: bool = True) -> dict:
+            report: bool = True, executor: Executor | None = None) -> dict:
     """Image folder -> features.h5, pairs.txt, matches.h5, database.db, sparse model.
 
     Every stage is resumable; returns (and writes to output_dir/summary.json) the model
     summary plus the stage reports and the images that were skipped and why. device: where
     the networks run (default CPU). plots: match plots of the `plots` pairs with the most
     verified matches go to output_dir/plots; report: write output_dir/report.html.
+    executor: where extraction, global descriptors and matching run (matchlab.distributed;
+    None: here).
     """
     from .registry import load_extractor, load_matcher
     from .retrieval.pairs import write_pairs_file
@@ -335,19 +361,21 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     candidates = [n for n in names if n not in skipped]
     reports.append(extract_features(image_dir, candidates, output_dir / "features.h5",
                                     extractor, progress=progress, log=log,
-                                    record=model_record(config.features, extractor)))
+                                    record=model_record(config.features, extractor),
+                                    executor=executor))
     skipped.update(reports[-1].failed)
     good = [n for n in names if n not in skipped]
     if len(good) < 2:
         raise ReconstructionError(f"fewer than two readable images in {image_dir}; skipped: {skipped}")
 
     pairs = select_pairs(config.pairs, good, image_dir=image_dir, output_dir=output_dir,
-                         global_descriptor=config.global_descriptor, progress=progress)
+                         global_descriptor=config.global_descriptor, progress=progress,
+                         executor=executor)
     write_pairs_file(output_dir / "pairs.txt", pairs)
     reports.append(match_pairs(pairs, output_dir / "features.h5", output_dir / "matches.h5",
                                matcher, progress=progress, device=device,
                                record=model_record(config.matcher, matcher),
-                               gravity=gravity))
+                               gravity=gravity, executor=executor))
 
     start = time.perf_counter()
     keypoints, pair_matches = read_keypoints_and_matches(output_dir / "features.h5",

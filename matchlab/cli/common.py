@@ -209,6 +209,45 @@ def add_gravity_argument(p: argparse.ArgumentParser) -> None:
                         "coordinates) for matchers with a gravity prior (affineglue)")
 
 
+def add_executor_arguments(p: argparse.ArgumentParser) -> None:
+    """--executor local|ray and the Ray options (see matchlab.distributed, docs/usage.md)."""
+    g = p.add_argument_group("running on a cluster (see docs/usage.md)")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: in this process; ray: on Ray workers (one model each), "
+                        "this process writing the results (pip install 'matchlab[ray]')")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="the Ray cluster to use, e.g. 10.0.0.1:6379 or auto (default: start "
+                        "a Ray on this machine for the run)")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="Ray workers (default: one per GPU of the cluster, else one per core)")
+    g.add_argument("--gpus-per-worker", type=float, default=None, metavar="F",
+                   help="GPUs each worker holds, e.g. 0.5 for two per GPU (default: 1 when "
+                        "the cluster has GPUs; 0: CPU workers)")
+    g.add_argument("--ship-images", action="store_true",
+                   help="send image bytes and features to the workers (for clusters without "
+                        "a shared file system); by default workers read the paths given")
+
+
+def make_executor_from_args(args: argparse.Namespace):
+    """The executor of --executor (None for local), to use in a `with` block; a UsageError
+    for Ray options without --executor ray."""
+    from contextlib import nullcontext
+
+    ray_options = {"--ray-address": args.ray_address, "--workers": args.workers,
+                   "--gpus-per-worker": args.gpus_per_worker,
+                   "--ship-images": args.ship_images or None}
+    if args.executor == "local":
+        given = [option for option, value in ray_options.items() if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to --executor ray only")
+        return nullcontext()
+    from ..distributed.executors import make_executor
+
+    return make_executor(args.executor, address=args.ray_address, workers=args.workers,
+                         gpus_per_worker=args.gpus_per_worker, ship_images=args.ship_images,
+                         log=note)
+
+
 # ----------------------------------------------------------------------------- output
 
 def note(message: str) -> None:

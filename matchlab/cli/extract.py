@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 from ..extractors import DEFAULT_MAX_KEYPOINTS
-from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_extractor_arguments,
-                     add_precision_argument, image_names, list_names, note, parse_conf,
-                     print_summary, resolve_device, with_precision)
+from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_executor_arguments,
+                     add_extractor_arguments, add_precision_argument, image_names, list_names,
+                     make_executor_from_args, note, parse_conf, print_summary, resolve_device,
+                     with_precision)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -22,6 +23,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="store descriptors and scores as float16 (half the file size)")
     add_precision_argument(p)
     add_device_argument(p)
+    add_executor_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,9 +38,12 @@ def run(args: argparse.Namespace) -> int:
         conf["max_keypoints"] = args.max_keypoints
     names = image_names(args.image_dir)
     extractor = load_extractor(args.features, **conf)  # bad options fail before any work
-    report = extract_features(args.image_dir, names, args.output,
-                              extractor.to(resolve_device(args.device)), as_half=args.as_half,
-                              log=note, record=model_record(args.features, extractor))
+    extractor = extractor.to(resolve_device(args.device))
+    with make_executor_from_args(args) as executor:
+        report = extract_features(args.image_dir, names, args.output, extractor,
+                                  as_half=args.as_half, log=note,
+                                  record=model_record(args.features, extractor),
+                                  executor=executor)
     failed = [f"{n} ({r})" for n, r in report.failed.items()]
     rows = [("extracted", report.done, f"in {report.seconds:.1f} s"),
             ("skipped", report.already, f"already in {args.output}" if report.already else ""),

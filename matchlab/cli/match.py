@@ -5,9 +5,10 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import (EXIT_OK, Command, add_device_argument, add_gravity_argument,
-                     add_matcher_arguments, add_precision_argument, list_names, parse_conf,
-                     print_summary, read_gravity_option, resolve_device, with_precision)
+from .common import (EXIT_OK, Command, add_device_argument, add_executor_arguments,
+                     add_gravity_argument, add_matcher_arguments, add_precision_argument,
+                     list_names, make_executor_from_args, parse_conf, print_summary,
+                     read_gravity_option, resolve_device, with_precision)
 from ..errors import UsageError
 
 
@@ -25,6 +26,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_gravity_argument(p)
     add_precision_argument(p)
     add_device_argument(p)
+    add_executor_arguments(p)
 
 
 def _read_pairs(path: Path) -> list[tuple[str, str, int]]:
@@ -93,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(f"--gravity: {e}") from None
     device = resolve_device(args.device)
-    report = match_pairs(unique, args.features, args.output, matcher.to(device),
-                         as_half=args.as_half, device=device,
-                         record=model_record(args.matcher, matcher), gravity=gravity)
+    with make_executor_from_args(args) as executor:
+        report = match_pairs(unique, args.features, args.output, matcher.to(device),
+                             as_half=args.as_half, device=device,
+                             record=model_record(args.matcher, matcher), gravity=gravity,
+                             executor=executor)
     rows = [("matched", report.done, f"in {report.seconds:.1f} s, "
                                      f"{report.matches / max(report.done, 1):.0f} matches per pair"),
             ("skipped", report.already, f"already in {args.output}" if report.already else "")]

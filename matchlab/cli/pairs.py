@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from .common import EXIT_OK, Command, image_names
+from .common import (EXIT_OK, Command, add_executor_arguments, image_names,
+                     make_executor_from_args)
 from ..errors import UsageError
 
 HELP = "select image pairs (exhaustive, sequential, retrieval) into a pairs file"
@@ -50,6 +51,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query-list", type=Path, default=None, help="file of query names")
     p.add_argument("--db-prefix", nargs="+", default=None, help="database names start with")
     p.add_argument("--db-list", type=Path, default=None, help="file of database names")
+    add_executor_arguments(p)  # where MixVPR runs
 
 
 def _names_and_descriptors(args: argparse.Namespace, needs_global: bool):
@@ -73,9 +75,11 @@ def _names_and_descriptors(args: argparse.Namespace, needs_global: bool):
                              "--global vlad")
         method = f"mixvpr:{args.weights}"
     try:
-        computed = compute_global_descriptors(
-            names, image_dir=args.image_dir, output=path, method=method,
-            features=args.features, progress=True, log=lambda m: print(m, file=sys.stderr))
+        with make_executor_from_args(args) as executor:
+            computed = compute_global_descriptors(
+                names, image_dir=args.image_dir, output=path, method=method,
+                features=args.features, progress=True, log=lambda m: print(m, file=sys.stderr),
+                executor=executor)
     except (FileNotFoundError, ValueError) as e:  # no features file, too few descriptors
         raise UsageError(str(e)) from None
     return names, path, computed

@@ -5,10 +5,11 @@ import argparse
 from pathlib import Path
 
 from ..extractors import DEFAULT_MAX_KEYPOINTS
-from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_extractor_arguments,
-                     add_gravity_argument, add_matcher_arguments, add_precision_argument,
-                     image_names, output_folder, parse_conf, read_gravity_option,
-                     resolve_device, with_precision)
+from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_executor_arguments,
+                     add_extractor_arguments, add_gravity_argument, add_matcher_arguments,
+                     add_precision_argument, image_names, make_executor_from_args,
+                     output_folder, parse_conf, read_gravity_option, resolve_device,
+                     with_precision)
 from ..errors import UsageError
 
 # the rule of matchlab.sfm.reconstruction.AUTO_MAPPER_RULE, in words (a test keeps them equal)
@@ -69,6 +70,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="match plots of the N pairs with the most verified matches")
     add_precision_argument(p)
     add_device_argument(p)
+    add_executor_arguments(p)
 
 
 def _check_pairs_spec(args: argparse.Namespace) -> None:
@@ -116,6 +118,8 @@ def _run_extend(args: argparse.Namespace) -> int:
     must equal the model's (`sfm.extend.check_options`), except the ones that --extend uses."""
     from ..sfm.extend import check_options, extend_sfm, model_config
 
+    if args.executor != "local":
+        raise UsageError("--extend runs with the local executor only")
     parser = args._sfm_parser
     given = {dest: getattr(args, dest) for dest in (
         "features", "matcher", "resize", "max_keypoints", "camera_model", "camera_mode",
@@ -165,8 +169,10 @@ def run(args: argparse.Namespace) -> int:
         config.max_keypoints = args.max_keypoints
     _check_before_work(args)
     output_folder(args.output_dir, "OUTPUT_DIR")
-    summary = run_sfm(args.image_dir, args.output_dir, config, device=resolve_device(args.device),
-                      plots=args.plots, log=lambda line: print(line, flush=True))
+    with make_executor_from_args(args) as executor:
+        summary = run_sfm(args.image_dir, args.output_dir, config,
+                          device=resolve_device(args.device), plots=args.plots,
+                          log=lambda line: print(line, flush=True), executor=executor)
     print(f"outputs in {args.output_dir} (report: {args.output_dir / 'report.html'})")
     return EXIT_OK if summary["num_reg_images"] > 0 else EXIT_ERROR
 

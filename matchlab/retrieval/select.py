@@ -183,11 +183,14 @@ def compute_global_descriptors(names: Sequence[str], *, image_dir: str | Path,
                                output: str | Path, method: str = "auto",
                                features: str | Path | None = None,
                                vocabulary: str | Path | None = None, progress: bool = True,
-                               log: Callable[[str], None] | None = None) -> dict:
+                               log: Callable[[str], None] | None = None,
+                               executor=None) -> dict:
     """Global descriptors of `names` into `output` (hloc layout), resuming what is there.
 
     method: see the module docstring. features: local features file for VLAD (required for
     it); vocabulary: where the VLAD vocabulary is kept (default: next to `output`).
+    executor: run MixVPR on its workers (matchlab.distributed; VLAD, which reads the
+    features file, runs here).
     Returns {"method", "done", "already", "seconds", "weights"}.
     """
     from tqdm import tqdm
@@ -209,7 +212,7 @@ def compute_global_descriptors(names: Sequence[str], *, image_dir: str | Path,
     else:
         from .mixvpr import MixVPR
 
-        encoder = MixVPR(weights=str(checkpoint))
+        encoder = MixVPR(weights=str(checkpoint.resolve()))  # the same path on workers
         record = {"method": "mixvpr", "dim": encoder.dim, "weights": checkpoint.name}
     text = json.dumps(record, sort_keys=True)
     if output.exists():
@@ -236,6 +239,10 @@ def compute_global_descriptors(names: Sequence[str], *, image_dir: str | Path,
                     store.write(name, encoder.encode(feats.read(name).descriptors))
                     done += 1
                     bar.update(1)
+        elif executor is not None:
+            from ..distributed.stages import describe_remote
+
+            done = describe_remote(executor, encoder, Path(image_dir), todo, store, bar)
         else:
             step = encoder.conf["batch_size"]
             image_dir = Path(image_dir)
@@ -257,8 +264,8 @@ def select_pairs(spec: str, names: Sequence[str], *, image_dir: str | Path,
                  output_dir: str | Path, global_descriptor: str = "auto",
                  progress: bool = True, min_score: float | None = None,
                  log: Callable[[str], None] | None = None,
-                 poses: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
-                 ) -> list[Pair]:
+                 poses: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                 executor=None) -> list[Pair]:
     """Pairs for `spec` (module docstring) among `names`.
 
     poses: {name: (camera centre [3], viewing direction [3])} of every name, when the
@@ -266,6 +273,7 @@ def select_pairs(spec: str, names: Sequence[str], *, image_dir: str | Path,
 
     Retrieval computes global descriptors into output_dir/global.h5 first (resumable); the
     VLAD fallback reads output_dir/features.h5, which run_sfm writes before selecting pairs.
+    executor: where MixVPR runs (`compute_global_descriptors`).
     """
     names, pairs = list(names), []
     for kind, arg in parse_pairs_spec(spec, with_poses=poses is not None):
@@ -279,7 +287,7 @@ def select_pairs(spec: str, names: Sequence[str], *, image_dir: str | Path,
         compute_global_descriptors(names, image_dir=image_dir, output=global_path,
                                    method=global_descriptor,
                                    features=Path(output_dir) / "features.h5",
-                                   progress=progress, log=log)
+                                   progress=progress, log=log, executor=executor)
         _, descriptors = read_global_descriptors(global_path, names)
         pairs += retrieval_pairs(names, descriptors, int(arg), min_score=min_score)
     return dedupe_pairs(pairs)

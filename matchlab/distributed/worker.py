@@ -1,0 +1,103 @@
+"""The worker side of the executors: a process that builds one model from a `WorkerSpec`
+and runs the stages' tasks with it. Results travel as numpy arrays (`features_to_arrays`),
+which Ray passes without pickling their data.
+
+Tasks:
+- `extract(name, source)`: source is the image's path on a shared file system, or its bytes
+  (--ship-images); ("ok", feature arrays) or ("failed", why) for an unreadable image;
+- `match(pairs, features, gravity, batch_size)`: features is the path of features.h5 (read
+  through a cache kept between tasks: chunks of pairs in visit order share images) or
+  {name: feature arrays} shipped by the driver; [(matches0, scores0)] in the order of pairs;
+- `describe(sources)`: global descriptors [len(sources), D] (MixVPR) of paths or bytes.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ImageError
+from ..types import Features
+from .executors import WorkerSpec
+
+
+def features_to_arrays(features: Features) -> dict[str, Any]:
+    """Features -> {keypoints [N, 2], descriptors [N, D], scores [N], image_size (w, h),
+    lafs [N, 2, 3] or None} of numpy arrays on the CPU."""
+    arrays = {k: getattr(features, k) for k in ("keypoints", "descriptors", "scores", "lafs")}
+    arrays = {k: None if v is None else v.detach().cpu().numpy() for k, v in arrays.items()}
+    return {**arrays, "image_size": tuple(features.image_size)}
+
+
+def features_from_arrays(arrays: dict[str, Any]) -> Features:
+    """The inverse of `features_to_arrays`."""
+    tensors = {k: None if arrays[k] is None else torch.from_numpy(np.array(arrays[k]))
+               for k in ("keypoints", "descriptors", "scores", "lafs")}
+    return Features(image_size=tuple(arrays["image_size"]), **tensors)
+
+
+class _Shipped(dict):
+    """{name: feature arrays} sent with a task, read as Features on the worker's device."""
+
+    def __init__(self, arrays: dict, device) -> None:
+        super().__init__({n: features_from_arrays(a).to(device) for n, a in arrays.items()})
+        self.reads = 0
+
+
+class Worker:
+    """One model, built once; see the module docstring for the tasks."""
+
+    def __init__(self, spec: WorkerSpec, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = spec.build(self.device)
+        self.features_path, self.cache = None, None
+
+    def pid(self) -> int:
+        """The worker's process id (a test kills it to check that tasks are retried)."""
+        return os.getpid()
+
+    def _image(self, source: str | bytes, name: str, grayscale: bool):
+        """What the model takes: the path itself, or the decoded bytes [C, H, W]."""
+        if isinstance(source, bytes):
+            from ..images import decode_image
+
+            return decode_image(source, name, grayscale=grayscale)
+        return Path(source)
+
+    def extract(self, name: str, source: str | bytes) -> tuple[str, Any]:
+        try:
+            image = self._image(source, name, self.model.grayscale)
+            return "ok", features_to_arrays(self.model(image))
+        except ImageError as e:
+            return "failed", e.reason
+
+    def _features(self, features: str | dict):
+        if not isinstance(features, str):
+            return _Shipped(features, self.device)
+        if features != self.features_path:  # the same file for all tasks of a stage
+            from ..pipeline import _FeatureCache
+            from ..store import FeatureStore
+
+            self.features_path = features
+            self.cache = _FeatureCache(FeatureStore(features, "r"), device=self.device)
+        return self.cache
+
+    def match(self, pairs: Sequence[tuple[str, str]], features: str | dict,
+              gravity: Sequence[tuple[Any, Any]] | None, batch_size: int
+              ) -> list[tuple[np.ndarray, np.ndarray]]:
+        cache, out = self._features(features), []
+        step = max(int(batch_size), 1)
+        for start in range(0, len(pairs), step):
+            chunk = pairs[start:start + step]
+            results = self.model.match_batch([(cache[a], cache[b]) for a, b in chunk],
+                                             gravity=gravity[start:start + step]
+                                             if gravity else None)
+            out += [(r.matches0.cpu().numpy(), r.scores0.cpu().numpy()) for r in results]
+        return out
+
+    def describe(self, names: Sequence[str], sources: Sequence[str | bytes]) -> np.ndarray:
+        images = [self._image(s, n, grayscale=False) for n, s in zip(names, sources)]
+        return self.model.extract_batch(images).numpy()
