@@ -202,3 +202,31 @@ def test_sfm_on_ray_equals_local(cluster, datasets_root, tmp_path):
     assert remote["num_reg_images"] == local["num_reg_images"] == 10
     assert sorted(remote["registered"]) == sorted(local["registered"])
     assert abs(remote["num_points3D"] - local["num_points3D"]) <= 0.01 * local["num_points3D"]
+
+
+def test_pairs_global_descriptors_on_ray(cluster, scene, tmp_path):
+    """`matchlab pairs --global mixvpr --executor ray`: the same descriptors and pairs as a
+    local run (a 128-d MixVPR with random weights saved as a checkpoint)."""
+    import torch
+
+    from matchlab.retrieval.mixvpr import MixVPR
+
+    address, _ = cluster
+    checkpoint = tmp_path / "mixvpr.ckpt"
+    torch.save(MixVPR(weights="random", dim=128).state_dict(), checkpoint)
+    image_dir = tmp_path / "images"  # the four images only
+    image_dir.mkdir()
+    for name in scene["names"]:
+        (image_dir / name).symlink_to(scene["image_dir"] / name)
+    command = ["pairs", "--image-dir", str(image_dir), "--pairs", "retrieval:2",
+               "--global", "mixvpr", "--weights", str(checkpoint)]
+    assert main([*command, str(tmp_path / "local" / "pairs.txt")]) == 0
+    assert main([*command, str(tmp_path / "ray" / "pairs.txt"), "--executor", "ray",
+                 "--ray-address", address, "--workers", "2"]) == 0
+    local = contents(tmp_path / "local" / "global.h5")
+    remote = contents(tmp_path / "ray" / "global.h5")
+    assert sorted(local) == sorted(remote) and len(local) == 4
+    for key in local:
+        np.testing.assert_allclose(remote[key], local[key], atol=1e-6, err_msg=key)
+    assert (tmp_path / "ray" / "pairs.txt").read_text() == \
+        (tmp_path / "local" / "pairs.txt").read_text()
