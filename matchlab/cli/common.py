@@ -239,7 +239,7 @@ def make_executor_from_args(args: argparse.Namespace):
     if args.executor == "local":
         given = [option for option, value in ray_options.items() if value is not None]
         if given:
-            raise UsageError(f"{', '.join(given)} apply to --executor ray only")
+            raise UsageError(f"{', '.join(given)}: only with --executor ray")
         return nullcontext()
     from ..distributed.executors import make_executor
 

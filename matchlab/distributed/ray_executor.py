@@ -17,7 +17,6 @@ driver (the process running the stage), which writes them.
 """
 from __future__ import annotations
 
-import time
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
@@ -34,6 +33,21 @@ def _import_ray():
     except ImportError:
         raise UsageError(INSTALL_HINT) from None
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """ClusterError unless something listens at `address` ("host:port", the head node)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except ValueError:
+        raise UsageError(f"--ray-address {address}: expected HOST:PORT (or auto)") from None
+    except OSError as e:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {e.strerror or e} "
+                           f"(start it with `ray start --head` there, or give its address "
+                           f"as `ray status` prints it)") from None
 
 
 class RayExecutor:
@@ -56,6 +70,8 @@ class RayExecutor:
         self.max_restarts, self.start_timeout, self.log = max_restarts, start_timeout, log
         self.started = False
         if not self.ray.is_initialized():
+            if address not in (None, "auto"):
+                _check_reachable(address)  # ray.init would wait for minutes
             try:
                 if address is None:
                     self.ray.init(include_dashboard=False, log_to_driver=False,

@@ -3,7 +3,7 @@ each result written as it arrives through the stage's store (the local loops' wr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from ..types import Matches
 from .executors import Executor, WorkerSpec
-from .worker import features_from_arrays, features_to_arrays
+from .payload import features_from_arrays, features_to_arrays
 
 # pairs per matching task: a multiple of any batch size up to 64 (the same batches as a
 # local run), enough work to hide a task's overhead (milliseconds), few enough to spread

@@ -1,6 +1,6 @@
 """The worker side of the executors: a process that builds one model from a `WorkerSpec`
 and runs the stages' tasks with it. Results travel as numpy arrays (`features_to_arrays`),
-which Ray passes without pickling their data.
+which Ray passes without pickling their data (`payload`).
 
 Tasks:
 - `extract(name, source)`: source is the image's path on a shared file system, or its bytes
@@ -20,23 +20,8 @@ import numpy as np
 import torch
 
 from ..errors import ImageError
-from ..types import Features
 from .executors import WorkerSpec
-
-
-def features_to_arrays(features: Features) -> dict[str, Any]:
-    """Features -> {keypoints [N, 2], descriptors [N, D], scores [N], image_size (w, h),
-    lafs [N, 2, 3] or None} of numpy arrays on the CPU."""
-    arrays = {k: getattr(features, k) for k in ("keypoints", "descriptors", "scores", "lafs")}
-    arrays = {k: None if v is None else v.detach().cpu().numpy() for k, v in arrays.items()}
-    return {**arrays, "image_size": tuple(features.image_size)}
-
-
-def features_from_arrays(arrays: dict[str, Any]) -> Features:
-    """The inverse of `features_to_arrays`."""
-    tensors = {k: None if arrays[k] is None else torch.from_numpy(np.array(arrays[k]))
-               for k in ("keypoints", "descriptors", "scores", "lafs")}
-    return Features(image_size=tuple(arrays["image_size"]), **tensors)
+from .payload import features_from_arrays, features_to_arrays
 
 
 class _Shipped(dict):
@@ -44,7 +29,6 @@ class _Shipped(dict):
 
     def __init__(self, arrays: dict, device) -> None:
         super().__init__({n: features_from_arrays(a).to(device) for n, a in arrays.items()})
-        self.reads = 0
 
 
 class Worker:

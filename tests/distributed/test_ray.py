@@ -25,6 +25,8 @@ from matchlab.distributed.ray_executor import RayExecutor  # noqa: E402
 from matchlab.pipeline import extract_features, match_pairs, model_record  # noqa: E402
 from matchlab.registry import load_extractor, load_matcher  # noqa: E402
 
+# each test starts Ray workers (a process importing torch and building a model: seconds)
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 EXTRACTOR = {"resize": 320, "max_keypoints": 256}
 CLI_EXTRACTOR = ["--features", "sift", "--resize", "320", "--max-keypoints", "256"]
@@ -148,7 +150,6 @@ def test_killed_worker_is_retried(cluster, scene, tmp_path):
     assert_same(tmp_path / "features.h5", scene["local"] / "features.h5")
 
 
-@pytest.mark.slow
 def test_killed_driver_resumes_without_redoing(cluster, datasets_root, tmp_path, capsys):
     address, _ = cluster
     image_dir = datasets_root / "hloc_sacre_coeur" / "mapping"
@@ -182,7 +183,6 @@ def test_killed_driver_resumes_without_redoing(cluster, datasets_root, tmp_path,
         np.testing.assert_array_equal(after[key], value, err_msg=key)
 
 
-@pytest.mark.slow
 def test_sfm_on_ray_equals_local(cluster, datasets_root, tmp_path):
     """Acceptance: `matchlab sfm` of sacre_coeur on the two-worker cluster registers the
     same images as a local run, with the same number of points (within 1 %). SuperPoint at
