@@ -17,6 +17,7 @@ driver (the process running the stage), which writes them.
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
@@ -69,6 +70,7 @@ class RayExecutor:
         self.ship_images, self.in_flight = ship_images, max(int(in_flight), 1)
         self.max_restarts, self.start_timeout, self.log = max_restarts, start_timeout, log
         self.started = False
+        self.start_seconds = 0.0  # spent starting workers (building models), all stages
         if not self.ray.is_initialized():
             if address not in (None, "auto"):
                 _check_reachable(address)  # ray.init would wait for minutes
@@ -103,17 +105,22 @@ class RayExecutor:
             return self.workers, share
         return max(int(gpus / share) if share else int(cpus), 1), share
 
-    def _start(self, spec: WorkerSpec) -> list:
-        """The started actors; ClusterError when none could start."""
+    def _start(self, spec: WorkerSpec, tasks: int) -> list:
+        """The started actors (no more than `tasks`); ClusterError when none could start."""
+        begin = time.perf_counter()
         count, share = self._plan()
+        count = min(count, tasks)
         actor = self.ray.remote(Worker).options(
             num_cpus=0 if share else 1, num_gpus=share, max_restarts=self.max_restarts,
             max_task_retries=self.max_restarts, scheduling_strategy="SPREAD")
         device = "cuda" if share else "cpu"
         actors = [actor.remote(spec, device) for _ in range(count)]
         probes = {actor.pid.remote(): actor for actor in actors}
-        ready, late = self.ray.wait(list(probes), num_returns=len(probes),
-                                    timeout=self.start_timeout)
+        ready, late = self.ray.wait(list(probes), num_returns=1, timeout=self.start_timeout)
+        if ready and late:  # the others: as long again (more would not fit the cluster)
+            waited = max(30.0, 2 * (time.perf_counter() - begin))
+            more, late = self.ray.wait(late, num_returns=len(late), timeout=waited)
+            ready += more
         started, errors = [], []
         for ref in ready:
             try:
@@ -132,6 +139,7 @@ class RayExecutor:
             raise ClusterError(f"no {spec.kind} worker could be started: {why}")
         if len(started) < count and self.log is not None:
             self.log(f"ray: {len(started)} of {count} workers started; going on with them")
+        self.start_seconds += time.perf_counter() - begin
         return started
 
     def map(self, spec: WorkerSpec, method: str, keys: Iterable[Any],
@@ -140,7 +148,7 @@ class RayExecutor:
         keys = list(keys)
         if not keys:
             return
-        actors = self._start(spec)
+        actors = self._start(spec, len(keys))
         size = -(-len(keys) // len(actors))
         queues = [deque(keys[i * size:(i + 1) * size]) for i in range(len(actors))]
         pending: dict = {}

@@ -313,6 +313,29 @@ def _scale(runs: Runs) -> str:
     return scale_table(runs.get("scale_street", []))
 
 
+def distributed_table(rows: Sequence[dict]) -> str:
+    """benchmarks/distributed.py's rows: seconds per stage by executor, the workers' start,
+    the Ray overhead per task with one worker, whether Ray's outputs equal the local ones, the load (start / end)."""
+    by = {(r["scene"], r["stage"], r["executor"]): r for r in rows}
+    head = ["scene", "stage", "items (tasks)", "local s", "Ray 1 worker s", "Ray 2 workers s",
+            "worker start s (1 / 2)", "overhead / task ms", "equal", "load"]
+    out = []
+    for scene, stage in dict.fromkeys((r["scene"], r["stage"]) for r in rows):
+        local, one, two = (by.get((scene, stage, e)) for e in ("local", "ray 1", "ray 2"))
+        runs = [r for r in (local, one, two) if r]
+        overhead = "-"
+        if local and one:
+            extra = one["seconds"] - one["worker_start_seconds"] - local["seconds"]
+            overhead = f"{1000 * extra / one['tasks']:.0f}"
+        start = " / ".join(f"{r['worker_start_seconds']:.1f}" for r in (one, two) if r)
+        out.append([scene, stage, f"{runs[0]['items']} ({runs[0]['tasks']})",
+                    *(f"{r['seconds']:.1f}" if r else "-" for r in (local, one, two)), start,
+                    overhead,
+                    "yes" if all(r["equal"] for r in runs) else "NO",
+                    f"{runs[0]['load_start']:.1f} / {runs[-1]['load_end']:.1f}"])
+    return render(head, out)
+
+
 def _affineglue_vs_ransac(runs: Runs) -> str:
     head = ["", "graf AUC@1/3/5 px", "EVD AUC@5 px", "ScanNet AUC@5", "Strecha AUC@2 / @5"]
     lines = [(f"LightGlue + {label}", "all_disk_lightglue", "all_disk_lightglue", estimator)
@@ -408,6 +431,7 @@ DOC_TABLES: dict[str, Callable[[Runs], str]] = {
     "localization": _localization,
     "triangulation": _triangulation,
     "scale": _scale,
+    "distributed": lambda runs: distributed_table(runs.get("distributed", [])),
     "precision": _precision,
     "affineglue-vs-ransac": _affineglue_vs_ransac,
     "affineglue-sift": _affineglue_sift,
