@@ -101,6 +101,9 @@ class RayExecutor:
         resources = self.ray.cluster_resources()
         gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
         share = self.gpus if self.gpus is not None else (1.0 if gpus else 0.0)
+        if share and not gpus:
+            raise ClusterError(f"--gpus-per-worker {share:g}, but the Ray cluster has no GPU "
+                               f"(give 0 for CPU workers)")
         if self.workers is not None:
             return self.workers, share
         return max(int(gpus / share) if share else int(cpus), 1), share

@@ -21,6 +21,7 @@ import pytest
 ray = pytest.importorskip("ray")  # `make test` installs it (the `ray` extra)
 
 from matchlab.cli.app import main  # noqa: E402
+from matchlab.distributed.executors import WorkerSpec  # noqa: E402
 from matchlab.distributed.ray_executor import RayExecutor  # noqa: E402
 from matchlab.pipeline import extract_features, match_pairs, model_record  # noqa: E402
 from matchlab.registry import load_extractor, load_matcher  # noqa: E402
@@ -105,6 +106,20 @@ def test_ship_images_gives_the_same_results(cluster, scene, tmp_path):
     run_ray(scene, tmp_path, ship_images=True)
     assert_same(tmp_path / "features.h5", scene["local"] / "features.h5")
     assert_same(tmp_path / "matches.h5", scene["local"] / "matches.h5")
+
+
+def test_no_worker_can_start_is_one_clear_error(cluster, scene, tmp_path):
+    from matchlab.errors import ClusterError
+
+    with RayExecutor(gpus_per_worker=1) as executor:  # the cluster has no GPU
+        with pytest.raises(ClusterError, match="the Ray cluster has no GPU"):
+            extract_features(scene["image_dir"], scene["names"], tmp_path / "f.h5",
+                             scene["extractor"], progress=False, executor=executor)
+    broken = WorkerSpec("extractor", "sift", {"no_such_option": 1})  # fails on the workers
+    with RayExecutor(workers=2) as executor:
+        with pytest.raises(ClusterError, match="no extractor worker could be started: .*"
+                                               "no_such_option"):
+            list(executor.map(broken, "extract", ["a.jpg"], lambda name: (name, name)))
 
 
 def worker_processes(raylets: set[int], method: str) -> list[int]:
