@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import OutputMismatchError, UsageError
+from ..errors import OutputMismatchError, StoreError, UsageError
 from ..store import FeatureStore, GlobalStore, MatchStore
 from ..store.h5safe import Store
 from ..store.tree import WRITING, has_entries
@@ -128,14 +128,18 @@ def claim(path: str | Path, kind: str, shard: Shard | None, items: Sequence) -> 
     another item list). Without: all items, and a UsageError when `path` is a shard file."""
     path, spec = Path(path), KINDS[kind]
     if shard is None:
+        found = None
         if path.is_file() and path.stat().st_size:
-            with spec.store(path, "r") as store:
-                found = _read_shard(store)
-            if found is not None:
-                raise UsageError(
-                    f"{_describe(path, found[0])} was written with --shard; resume it with "
-                    f"--shard {found[0]['index']}/{found[0]['count']}, or join the shards "
-                    f"with `matchlab merge` and write the rest into the merged file")
+            try:
+                with spec.store(path, "r") as store:
+                    found = _read_shard(store)
+            except StoreError:  # damaged, in use...: the stage opens it and says (or repairs)
+                pass
+        if found is not None:
+            raise UsageError(
+                f"{_describe(path, found[0])} was written with --shard; resume it with "
+                f"--shard {found[0]['index']}/{found[0]['count']}, or join the shards with "
+                f"`matchlab merge` and write the rest into the merged file")
         return list(items)
     mine = split(items, shard)
     record = {"kind": kind, "index": shard.index, "count": shard.count, "total": len(items),
