@@ -188,26 +188,25 @@ def _names(items: Sequence, limit: int = LIMIT, quote: bool = True) -> str:
     return ", ".join(repr(s) if quote else s for s in shown) + more
 
 
-def _flat(text: str | None, prefix: str) -> dict:
-    """A record attribute as {'key.sub': value} (JSON objects flattened), to name what differs."""
-    try:
-        value = json.loads(text) if text is not None else None
-    except ValueError:
-        value = text
+def _flat(value, prefix: str) -> dict:
+    """{'key.sub': value} of a (nested) record, to name what differs."""
     if not isinstance(value, dict):
         return {prefix: value}
-    flat: dict = {}
-    for key, sub in value.items():
-        inner = json.dumps(sub) if isinstance(sub, dict) else None
-        flat.update(_flat(inner, f"{prefix}.{key}") if inner else {f"{prefix}.{key}": sub})
-    return flat
+    return {k: v for key, sub in value.items() for k, v in _flat(sub, f"{prefix}.{key}").items()}
+
+
+def _parsed(text: str | None):
+    try:
+        return json.loads(text) if text is not None else None
+    except ValueError:
+        return text
 
 
 def _differences(first: dict, second: dict) -> str:
     """'key.sub: a vs b; ...' for the record attributes that differ between two files."""
     out = []
     for key in sorted(k for k in set(first) | set(second) if first.get(k) != second.get(k)):
-        a, b = _flat(first.get(key), key), _flat(second.get(key), key)
+        a, b = _flat(_parsed(first.get(key)), key), _flat(_parsed(second.get(key)), key)
         out += [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b))
                 if a.get(k) != b.get(k)]
     return "; ".join(out)

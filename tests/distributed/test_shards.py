@@ -201,3 +201,22 @@ def test_split_is_contiguous_balanced_and_complete():
     assert [split([1, 2], Shard(i, 3)) for i in range(3)] == [[], [1], [2]]
     assert parse_shard(" 3/4 ") == Shard(3, 4) and str(Shard(3, 4)) == "3/4"
     assert np.concatenate(blocks).tolist() == items
+
+
+def test_more_shards_than_images_and_the_help(scene, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in sorted(p.name for p in (scene / "images").iterdir())[:2]:
+        shutil.copy(scene / "images" / name, images / name)
+    shards = [tmp_path / f"features_{i}.h5" for i in range(3)]
+    for i, shard in enumerate(shards):
+        assert run("extract", images, shard, *SIFT, "--shard", f"{i}/3") == 0  # 0/3: empty
+    assert run("merge", tmp_path / "merged.h5", *shards) == 0
+    merged = contents(tmp_path / "merged.h5")
+    assert merged == {k: v for k, v in contents(scene / "full_features.h5").items()
+                      if k == "/" or k.split("/")[0] in set(p.name for p in images.iterdir())}
+    assert run("pairs", tmp_path / "p.txt", "--image-dir", images, "--shard", "0/2") == 1
+    assert "give --image-dir, a --descriptors file of its own" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run("match", "--help")
+    assert "I counts from 0" in " ".join(capsys.readouterr().out.split())  # any wrapping
