@@ -47,8 +47,8 @@ class Shard:
 
 @dataclass(frozen=True)
 class Kind:
-    """What a stage's shard files hold: their store class and how an item (an image name or
-    a pair of names) is found in a store and keyed in the merged file."""
+    """What a stage's shard files hold: their store class and what an item is (an image
+    name, or a pair of names)."""
 
     name: str
     store: type[Store]
