@@ -25,6 +25,7 @@ from .images import ImageError, list_images
 from .registry import ConfigError
 from .store import FeatureStore, KeypointsView, MatchStore, MatchesView
 from .store.identity import check_same_features
+from .store.tree import has_entries
 from .types import Features
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def check_model_record(store, key: str, record: dict | None, what: str, option: 
         return
     stored = store.file.attrs.get(key)
     if stored is None:
-        if len(store.file) == 0:
+        if not has_entries(store.file):
             store.file.attrs[key] = json.dumps(record, sort_keys=True)
             store.file.flush()
         return

@@ -1,0 +1,1 @@
+"""Work past one process: shard files joined by `matchlab merge` (`shards`)."""
