@@ -24,7 +24,7 @@ install: $(VENV)/.installed
 
 # One test process per core (pytest-xdist), each file on one process so that its fixtures
 # are made once; each process then runs torch on one thread (tests/conftest.py).
-TEST_PROCESSES ?= 2
+TEST_PROCESSES ?= $(shell nproc 2>/dev/null || echo 2)
 test: $(VENV)/.installed
 	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile tests
 
