@@ -22,8 +22,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
+# One test process per core (pytest-xdist), each file on one process so that its fixtures
+# are made once; each process then runs torch on one thread (tests/conftest.py).
+TEST_PROCESSES ?= $(shell nproc 2>/dev/null || echo 2)
 test: $(VENV)/.installed
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile tests
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/matchlab demo

@@ -25,6 +25,7 @@ from .images import ImageError, list_images
 from .registry import ConfigError
 from .store import FeatureStore, KeypointsView, MatchStore, MatchesView
 from .store.identity import check_same_features
+from .store.tree import has_entries
 from .types import Features
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def check_model_record(store, key: str, record: dict | None, what: str, option: 
         return
     stored = store.file.attrs.get(key)
     if stored is None:
-        if len(store.file) == 0:
+        if not has_entries(store.file):
             store.file.attrs[key] = json.dumps(record, sort_keys=True)
             store.file.flush()
         return
@@ -304,9 +305,6 @@ class SfMConfig:
 # 10/10 images in 6 of 6 single-threaded runs, but 2/10 in 2 of 6 multi-threaded ones).
 # Pass mapper option num_threads=-1 for speed on large scenes.
 DEFAULT_MAPPER_OPTIONS = {"random_seed": 0, "num_threads": 1}
-# With known intrinsics (SfMConfig.camera_params) the incremental mapper leaves them as given.
-FIXED_INTRINSICS_OPTIONS = {"ba_refine_focal_length": False, "ba_refine_principal_point": False,
-                            "ba_refine_extra_params": False}
 # When the model holds fewer than this fraction of the images, mapping is retried with
 # other seeds (a bad initial pair can strand the mapper on a tiny model), best model kept.
 RETRY_BELOW_FRACTION, RETRY_SEEDS = 0.5, (1, 2)
@@ -330,6 +328,7 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     from .retrieval.select import select_pairs
     from .sfm import (create_database, drop_weak_images, export_model, import_verified,
                       model_summary, reconstruct, verify)
+    from .sfm.reconstruction import MAPPERS, pick_mapper
 
     import pycolmap
 
@@ -391,9 +390,11 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     reports.append(StageReport("database", done=len(pairs), seconds=time.perf_counter() - start))
 
     start = time.perf_counter()
-    fixed = FIXED_INTRINSICS_OPTIONS if config.camera_params and config.mapper == "incremental" else {}
+    mapper = pick_mapper(config.mapper, len(good))
+    # known intrinsics (SfMConfig.camera_params) stay as given in every bundle adjustment
+    fixed = MAPPERS[mapper].fixed_intrinsics if config.camera_params else {}
     options = {**DEFAULT_MAPPER_OPTIONS, **fixed, **config.mapper_options}
-    rec = reconstruct(output_dir / "database.db", image_dir, output_dir, mapper=config.mapper,
+    rec = reconstruct(output_dir / "database.db", image_dir, output_dir, mapper=mapper,
                       options=options, image_names=good)
     for seed in RETRY_SEEDS:
         if rec.num_reg_images() >= RETRY_BELOW_FRACTION * len(good):
@@ -401,7 +402,7 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
         log(f"map: only {rec.num_reg_images()} of {len(good)} images registered; "
             f"retrying with random_seed={seed}")
         retry = reconstruct(output_dir / "database.db", image_dir, output_dir / ".retry.tmp",
-                            mapper=config.mapper, options={**options, "random_seed": seed},
+                            mapper=mapper, options={**options, "random_seed": seed},
                             image_names=good, export=False)
         if retry.num_reg_images() > rec.num_reg_images():
             rec = retry

@@ -14,6 +14,14 @@ from matchlab.cache import use_shared_mirrors
 # tests/test_precision.py unsets it where it tests the hardware rule
 os.environ["MATCHLAB_AUTO_PRECISION"] = "float32"
 
+# Under pytest-xdist (`make test`) the cores are shared by the test processes: one torch
+# thread each, so that two processes on two cores do not each run two threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    cores = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 use_shared_mirrors(SHARED)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import (datasets, demo, evaluate, extract, localize, match, pairs, salvage, sfm,
+from . import (datasets, demo, evaluate, extract, localize, match, merge, pairs, salvage, sfm,
                triangulate, weights)
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_STATUS_HELP, EXIT_USAGE, Command, HelpFormatter
 from ..errors import MatchlabError
@@ -27,6 +27,7 @@ COMMANDS: dict[str, Command] = {
     "datasets": datasets.COMMAND,
     "demo": demo.COMMAND,
     "salvage": salvage.COMMAND,
+    "merge": merge.COMMAND,
 }
 
 

@@ -209,6 +209,23 @@ def add_gravity_argument(p: argparse.ArgumentParser) -> None:
                         "coordinates) for matchers with a gravity prior (affineglue)")
 
 
+def _shard_value(text: str):
+    from ..distributed.shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_shard_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """--shard I/N: this run does shard I (from 0) of N of `what`, for `matchlab merge`."""
+    p.add_argument("--shard", type=_shard_value, default=None, metavar="I/N",
+                   help=f"compute only shard I of N of {what} (I counts from 0: 0/4 ... 3/4, "
+                        f"e.g. $SLURM_ARRAY_TASK_ID/4 with --array=0-3), each shard into its "
+                        f"own OUTPUT; join them with `matchlab merge` (see docs/usage.md)")
+
+
 def add_executor_arguments(p: argparse.ArgumentParser) -> None:
     """--executor local|ray and the Ray options (see matchlab.distributed, docs/usage.md)."""
     g = p.add_argument_group("running on a cluster (see docs/usage.md)")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from ..extractors import DEFAULT_MAX_KEYPOINTS
 from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_executor_arguments,
-                     add_extractor_arguments, add_precision_argument, image_names, list_names,
-                     make_executor_from_args, note, parse_conf, print_summary, resolve_device,
-                     with_precision)
+                     add_extractor_arguments, add_precision_argument, add_shard_argument,
+                     image_names, list_names, make_executor_from_args, note, parse_conf,
+                     print_summary, resolve_device, with_precision)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -23,11 +23,13 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="store descriptors and scores as float16 (half the file size)")
     add_precision_argument(p)
     add_device_argument(p)
+    add_shard_argument(p, "the images (in name order)")
     add_executor_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     """Exit status 1 when no image could be read (nothing is in OUTPUT)."""
+    from ..distributed.shards import claim
     from ..pipeline import extract_features, model_record
     from ..registry import load_extractor
 
@@ -36,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     conf["resize"] = None if args.resize == 0 else args.resize
     if args.max_keypoints is not None:
         conf["max_keypoints"] = args.max_keypoints
-    names = image_names(args.image_dir)
+    everything = image_names(args.image_dir)
     extractor = load_extractor(args.features, **conf)  # bad options fail before any work
+    names = claim(args.output, "features", args.shard, everything)
     extractor = extractor.to(resolve_device(args.device))
     with make_executor_from_args(args) as executor:
         report = extract_features(args.image_dir, names, args.output, extractor,
@@ -48,11 +51,13 @@ def run(args: argparse.Namespace) -> int:
     rows = [("extracted", report.done, f"in {report.seconds:.1f} s"),
             ("skipped", report.already, f"already in {args.output}" if report.already else ""),
             ("failed", len(failed), list_names(failed, 20))]
-    print_summary(f"extract: {len(names)} images in {args.image_dir} -> {args.output}", rows)
+    shard = f" (shard {args.shard}: {len(names)} of {len(everything)})" if args.shard else ""
+    print_summary(f"extract: {len(names)} images in {args.image_dir}{shard} -> {args.output}",
+                  rows)
     if failed:
         print(f"  the failed images are not in {args.output}; fix or remove them and run the "
               f"same command again to add them", file=sys.stderr)
-    if len(failed) == len(names):
+    if names and len(failed) == len(names):
         print(f"matchlab: error: none of the {len(names)} images in {args.image_dir} could be "
               f"read", file=sys.stderr)
         return EXIT_ERROR

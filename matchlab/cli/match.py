@@ -7,8 +7,8 @@ from pathlib import Path
 
 from .common import (EXIT_OK, Command, add_device_argument, add_executor_arguments,
                      add_gravity_argument, add_matcher_arguments, add_precision_argument,
-                     list_names, make_executor_from_args, parse_conf, print_summary,
-                     read_gravity_option, resolve_device, with_precision)
+                     add_shard_argument, list_names, make_executor_from_args, parse_conf,
+                     print_summary, read_gravity_option, resolve_device, with_precision)
 from ..errors import UsageError
 
 
@@ -26,6 +26,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_gravity_argument(p)
     add_precision_argument(p)
     add_device_argument(p)
+    add_shard_argument(p, "the pairs (in the order matching visits them)")
     add_executor_arguments(p)
 
 
@@ -56,7 +57,8 @@ def _features_contents(features_path: Path) -> tuple[set[str], str | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import check_gravity, match_pairs, model_record
+    from ..distributed.shards import claim
+    from ..pipeline import check_gravity, match_pairs, model_record, visit_order
     from ..registry import load_matcher
 
     conf = with_precision(parse_conf(args.matcher_conf, "--matcher-conf"), args, "matcher",
@@ -94,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         check_gravity(matcher, gravity)
     except ValueError as e:
         raise UsageError(f"--gravity: {e}") from None
+    if args.shard is not None:  # blocks of the order matching reads the images in
+        unique = [unique[i] for i in visit_order(unique)]
+    everything, unique = len(unique), claim(args.output, "matches", args.shard, unique)
     device = resolve_device(args.device)
     with make_executor_from_args(args) as executor:
         report = match_pairs(unique, args.features, args.output, matcher.to(device),
@@ -109,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     if skipped_missing:
         rows.append(("missing", len(skipped_missing),
                      f"image not in {args.features}: {list_names(list(missing), 10)}"))
+    if args.shard is not None:
+        rows.append(("shard", len(unique), f"{args.shard}: these of the {everything} pairs"))
     print_summary(f"match: {len(pairs)} pair lines in {args.pairs} -> {args.output}", rows)
     return EXIT_OK
 

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import (EXIT_OK, Command, add_executor_arguments, image_names,
+from .common import (EXIT_OK, Command, add_executor_arguments, add_shard_argument, image_names,
                      make_executor_from_args)
 from ..errors import UsageError
 
@@ -51,13 +51,22 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query-list", type=Path, default=None, help="file of query names")
     p.add_argument("--db-prefix", nargs="+", default=None, help="database names start with")
     p.add_argument("--db-list", type=Path, default=None, help="file of database names")
+    add_shard_argument(p, "the global descriptors of --image-dir (into --descriptors; no "
+                          "pairs are written: merge the shards, then select from the merged "
+                          "file)")
     add_executor_arguments(p)  # where MixVPR runs
 
 
 def _names_and_descriptors(args: argparse.Namespace, needs_global: bool):
     """(image names or None for all of --descriptors, descriptors file, what was computed)."""
+    from ..distributed.shards import claim
     from ..retrieval.select import compute_global_descriptors
 
+    if args.shard is not None and (not needs_global or args.image_dir is None
+                                   or args.descriptors is None):
+        raise UsageError("--shard splits the computation of global descriptors: give "
+                         "--image-dir, a --descriptors file of its own for this shard, and a "
+                         "--pairs spec with retrieval:K")
     if args.image_dir is None:
         if args.descriptors is None:
             raise UsageError("give --descriptors (an hloc global-descriptor file) or --image-dir")
@@ -74,15 +83,18 @@ def _names_and_descriptors(args: argparse.Namespace, needs_global: bool):
             raise UsageError("--weights is a MixVPR checkpoint; it makes no sense with "
                              "--global vlad")
         method = f"mixvpr:{args.weights}"
+    mine = claim(path, "global", args.shard, names)
     try:
         with make_executor_from_args(args) as executor:
             computed = compute_global_descriptors(
-                names, image_dir=args.image_dir, output=path, method=method,
+                mine, image_dir=args.image_dir, output=path, method=method, fit_names=names,
                 features=args.features, progress=True, log=lambda m: print(m, file=sys.stderr),
                 executor=executor)
     except (FileNotFoundError, ValueError) as e:  # no features file, too few descriptors
         raise UsageError(str(e)) from None
-    return names, path, computed
+    if args.shard is not None:  # again: descriptors made otherwise were deleted, record too
+        claim(path, "global", args.shard, names)
+    return mine, path, computed
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +107,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--pairs file:PATH is already a pairs file; nothing to select")
     needs_global = any(kind == "retrieval" for kind, _ in parts)
     names, descriptors_path, computed = _names_and_descriptors(args, needs_global)
+    if args.shard is not None:
+        print(f"pairs: global {computed['method']} descriptors of shard {args.shard} "
+              f"({len(names)} images: computed {computed['done']}, already there "
+              f"{computed['already']}) -> {descriptors_path}; no pairs written. Join the "
+              f"shards with `matchlab merge global.h5 SHARD...`, then run `matchlab pairs` "
+              f"with --descriptors global.h5")
+        return EXIT_OK
     descriptors = None
     if needs_global or names is None:
         try:

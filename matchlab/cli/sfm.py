@@ -48,8 +48,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model")
     p.add_argument("--camera-params", metavar="P1,P2,...",
                    help="known intrinsics of --camera-model in COLMAP's order and in pixels of "
-                        "the original images (e.g. PINHOLE: fx,fy,cx,cy); the incremental "
-                        "mapper holds them fixed")
+                        "the original images (e.g. PINHOLE: fx,fy,cx,cy); every mapper "
+                        "holds them fixed")
     p.add_argument("--camera-mode", default="auto",
                    choices=("auto", "single", "per_folder", "per_image"),
                    help="which images share intrinsics")

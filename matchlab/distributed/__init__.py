@@ -1,1 +1,3 @@
-"""Running the stages on more than one machine (see docs/usage.md, "On a cluster")."""
+"""Work past one process: shard files joined by `matchlab merge` (`shards`), and executors
+that run the stages' models on a cluster (`executors`, `ray_executor`; docs/usage.md, "On a
+cluster")."""

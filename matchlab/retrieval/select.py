@@ -184,6 +184,7 @@ def compute_global_descriptors(names: Sequence[str], *, image_dir: str | Path,
                                features: str | Path | None = None,
                                vocabulary: str | Path | None = None, progress: bool = True,
                                log: Callable[[str], None] | None = None,
+                               fit_names: Sequence[str] | None = None,
                                executor=None) -> dict:
     """Global descriptors of `names` into `output` (hloc layout), resuming what is there.
 
@@ -207,7 +208,7 @@ def compute_global_descriptors(names: Sequence[str], *, image_dir: str | Path,
             raise FileNotFoundError(f"VLAD global descriptors need the local features file "
                                     f"(features.h5); not found: {features}")
         vocab_path = Path(vocabulary) if vocabulary else output.with_name(VOCABULARY_FILE)
-        encoder = _vlad_vocabulary(Path(features), names, vocab_path)
+        encoder = _vlad_vocabulary(Path(features), list(fit_names or names), vocab_path)
         record = {"method": "vlad", "vocabulary": encoder.fingerprint()}
     else:
         from .mixvpr import MixVPR

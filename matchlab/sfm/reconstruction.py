@@ -36,18 +36,25 @@ __all__ = ["ReconstructionError", "MAPPERS", "pick_mapper", "reconstruct", "expo
 
 @dataclass(frozen=True)
 class Mapper:
-    """A pycolmap mapper: its options class and its mapping function (by name)."""
+    """A pycolmap mapper: its options class, its mapping function (by name), and the options
+    that make its bundle adjustments leave known intrinsics as given."""
 
     options: str
     function: str
+    fixed_intrinsics: Mapping[str, Any]
 
 
+_INCREMENTAL_FIXED = {"ba_refine_focal_length": False, "ba_refine_principal_point": False,
+                      "ba_refine_extra_params": False}
 MAPPERS = {
-    "incremental": Mapper("IncrementalPipelineOptions", "incremental_mapping"),
-    "global": Mapper("GlobalPipelineOptions", "global_mapping"),
+    "incremental": Mapper("IncrementalPipelineOptions", "incremental_mapping", _INCREMENTAL_FIXED),
+    "global": Mapper("GlobalPipelineOptions", "global_mapping", {
+        f"mapper.bundle_adjustment.refine_{what}": False
+        for what in ("focal_length", "principal_point", "extra_params")}),
     # clusters of at most clustering_options.leaf_max_num_images images, each mapped
     # incrementally, merged; incremental options go in incremental_options
-    "hierarchical": Mapper("HierarchicalPipelineOptions", "hierarchical_mapping"),
+    "hierarchical": Mapper("HierarchicalPipelineOptions", "hierarchical_mapping",
+                           _INCREMENTAL_FIXED),
 }
 EXPORTS = ("sparse", "sparse_text", "points3D.ply")  # what `export_model` writes
 # `--mapper auto`: (largest number of images, mapper), first fit wins (docs/usage.md:

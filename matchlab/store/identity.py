@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import OutputMismatchError
 from .layout import FeatureStore, MatchStore
+from .tree import has_entries
 
 EXTRACTOR_ATTR = "matchlab_features"  # on matches.h5's root
 FEATURES_RECORD = "matchlab_extractor"  # on features.h5's root (written by the extract stage)
@@ -39,7 +40,7 @@ def _check_extractor(features: FeatureStore, matches: MatchStore) -> None:
         return
     stored = matches.file.attrs.get(EXTRACTOR_ATTR)
     if stored is None:
-        if len(matches.file) == 0:  # a new file remembers the features it is made from
+        if not has_entries(matches.file):  # a new file remembers the features it is made from
             matches.file.attrs[EXTRACTOR_ATTR] = current
             matches.file.flush()
         return

@@ -7,6 +7,13 @@ from typing import Callable, Iterator
 import h5py
 
 WRITING = "_matchlab_writing"  # on the root while a matchlab writer has the file open
+BOOKKEEPING = ".matchlab"  # root entries named so are not results (a shard's record)
+
+
+def has_entries(root: h5py.Group) -> bool:
+    """Whether the root holds results, i.e. any entry but matchlab's bookkeeping ones: a file
+    without is new, and takes the records of what makes its contents."""
+    return any(not key.startswith(BOOKKEEPING) for key in root)
 
 
 def walk_items(root: h5py.Group, is_item: Callable[[h5py.Group], bool],

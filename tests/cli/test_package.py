@@ -59,7 +59,7 @@ def test_every_command_is_in_the_table_at_import():
     proc = python("-c", "from matchlab.cli import COMMANDS; print(' '.join(COMMANDS))")
     assert proc.stdout.split() == ["extract", "match", "pairs", "sfm", "localize",
                                    "triangulate", "eval", "weights", "datasets", "demo",
-                                   "salvage"]
+                                   "salvage", "merge"]
     for name, command in COMMANDS.items():
         assert (command.run is None) == bool(command.subcommands), name
         assert command.help, name

@@ -263,11 +263,13 @@ def test_verify_with_pairs_file_and_global_mapper(tmp_path):
     assert align_and_compare(rec, centres)["median_error_rel"] < 1e-3
 
 
-def test_known_intrinsics_are_held_fixed_by_the_mapper(tmp_path):
-    """SfMConfig.camera_params: the given intrinsics reach the database and, with
-    FIXED_INTRINSICS_OPTIONS (what run_sfm adds for them), leave mapping unchanged even when
-    they are 4 % off; without those options COLMAP refines the focal length back to 500."""
-    from matchlab.pipeline import FIXED_INTRINSICS_OPTIONS
+@pytest.mark.parametrize("mapper", ["incremental", "global", "hierarchical"])
+def test_known_intrinsics_are_held_fixed_by_the_mapper(tmp_path, mapper):
+    """SfMConfig.camera_params: the given intrinsics reach the database and, with the
+    mapper's `fixed_intrinsics` options (what run_sfm adds for them), every mapper leaves them
+    as given even when they are 4 % off; without those options it refines the focal length
+    back to 500."""
+    from matchlab.sfm.reconstruction import MAPPERS
 
     names = [f"{i}.png" for i in range(5)]
     keypoints, matches, centres, _ = synthetic_scene(tmp_path / "images", names, num_points=120,
@@ -277,9 +279,10 @@ def test_known_intrinsics_are_held_fixed_by_the_mapper(tmp_path):
     create_database(db, tmp_path / "images", names, keypoints, matches,
                     camera_model="PINHOLE", camera_mode="single", camera_params=given)
     verify(db, options=FAST_RANSAC)
-    fixed = reconstruct(db, tmp_path / "images", tmp_path / "fixed",
-                        options={**MAP_OPTIONS, **FIXED_INTRINSICS_OPTIONS})
-    refined = reconstruct(db, tmp_path / "images", tmp_path / "refined", options=MAP_OPTIONS)
+    fixed = reconstruct(db, tmp_path / "images", tmp_path / "fixed", mapper=mapper,
+                        options={**MAP_OPTIONS, **MAPPERS[mapper].fixed_intrinsics})
+    refined = reconstruct(db, tmp_path / "images", tmp_path / "refined", mapper=mapper,
+                          options=MAP_OPTIONS)
     assert fixed.num_reg_images() == refined.num_reg_images() == 5
     assert list(fixed.cameras[1].params) == given
     assert abs(refined.cameras[1].params[0] - 500.0) < 2.0
