@@ -61,8 +61,8 @@ class RayExecutor:
                  log: Callable[[str], None] | None = None) -> None:
         if workers is not None and workers < 1:
             raise UsageError(f"--workers must be at least 1, got {workers}")
-        if gpus_per_worker is not None and not 0 <= gpus_per_worker <= 1 \
-                and gpus_per_worker != int(gpus_per_worker):
+        if gpus_per_worker is not None and (gpus_per_worker < 0 or (
+                gpus_per_worker > 1 and gpus_per_worker != int(gpus_per_worker))):
             raise UsageError(f"--gpus-per-worker must be a fraction of one GPU or a whole "
                              f"number of GPUs, got {gpus_per_worker}")
         self.ray = _import_ray()
