@@ -22,12 +22,14 @@ from .io.gravity import read_gravity
 from .errors import OutputMismatchError, ReconstructionError
 from .extractors import DEFAULT_MAX_KEYPOINTS
 from .images import ImageError, list_images
+from .prefetch import prefetched
 from .registry import ConfigError
 from .store import FeatureStore, KeypointsView, MatchStore, MatchesView
 from .store.identity import check_same_features
 from .types import Features
 
 if TYPE_CHECKING:
+    from .extractors.base import Extractor
     from .matchers.base import Matcher
 
 
@@ -97,7 +99,7 @@ def check_model_record(store, key: str, record: dict | None, what: str, option: 
 
 
 def extract_features(image_dir: str | Path, names: Sequence[str], features_path: str | Path,
-                     extractor: Callable[[Any], Features], as_half: bool = False,
+                     extractor: "Extractor", as_half: bool = False,
                      progress: bool = True, log: Callable[[str], None] | None = None,
                      record: dict | None = None) -> StageReport:
     """Extract features of `names` (relative to image_dir) into features_path (hloc layout).
@@ -111,9 +113,12 @@ def extract_features(image_dir: str | Path, names: Sequence[str], features_path:
                            "--features / extractor options")
         todo = [n for n in names if n not in store]
         report.already = len(names) - len(todo)
-        for name in tqdm(todo, desc="extract", unit="img", disable=not progress):
+        # the next images are decoded and resized while the network runs on this one
+        loads = prefetched(todo, lambda name: extractor.prepare(image_dir / name))
+        for name, image in tqdm(loads, desc="extract", unit="img", total=len(todo),
+                                disable=not progress):
             try:
-                features = extractor(image_dir / name)
+                features = extractor(image.result())
             except ImageError as e:
                 report.failed[name] = e.reason
                 if log is not None:
