@@ -102,6 +102,18 @@ def report(row: str, times: dict, agreement: dict) -> None:
     print(f"{row:<11} | " + " | ".join(cells) + f" | {os.getloadavg()[0]:5.1f}", flush=True)
 
 
+def compare(row: str, reference, ours: dict, run, agree, repeats: int) -> None:
+    """One row: reference() against run(model) for each precision's model in `ours`, timed
+    interleaved (all under inference mode); agree(our output, reference output) -> fraction."""
+    def no_grad(fn, *args):
+        with torch.inference_mode():
+            return fn(*args)
+
+    times, out = interleaved({"reference": functools.partial(no_grad, reference), **{
+        p: functools.partial(no_grad, run, ours[p]) for p in PRECISIONS}}, repeats)
+    report(row, times, {p: agree(out[p], out["reference"]) for p in PRECISIONS})
+
+
 def main(argv: list[str] | None = None) -> None:
     root = Path(os.environ.get("MATCHLAB_DATASETS_MIRROR", REPO.parent / "shared" / "datasets"))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -139,14 +151,8 @@ def main(argv: list[str] | None = None) -> None:
             official = import_official(args.official, "superpoint").SuperPoint(
                 {"nms_radius": 4, "keypoint_threshold": 0.005, "max_keypoints": kp,
                  "device": "cpu"}).eval()
-
-        def ref_sp():
-            with torch.inference_mode():
-                return official({"image": gray[0][None]})["keypoints"][0]
-        times, out = interleaved({"reference": ref_sp, **{
-            p: functools.partial(lambda m: m(gray[0]).keypoints, sp[p]) for p in PRECISIONS}},
-            args.repeats)
-        report("SuperPoint", times, {p: within_1px(out[p], out["reference"]) for p in PRECISIONS})
+        compare("SuperPoint", lambda: official({"image": gray[0][None]})["keypoints"][0], sp,
+                lambda m: m(gray[0]).keypoints, within_1px, args.repeats)
 
     if "superglue" in args.rows:
         f0, f1 = (sp["float32"](g) for g in gray)
@@ -158,15 +164,9 @@ def main(argv: list[str] | None = None) -> None:
         for i, f in enumerate((f0, f1)):
             data.update({f"keypoints{i}": f.keypoints[None], f"scores{i}": f.scores[None],
                          f"descriptors{i}": f.descriptors.t()[None]})
-
-        def ref_sg():
-            with torch.inference_mode():
-                return official(data)["matches0"][0]
         ours = {p: load_matcher("superglue", weights="outdoor", precision=p) for p in PRECISIONS}
-        times, out = interleaved({"reference": ref_sg, **{
-            p: functools.partial(lambda m: m(f0, f1).matches0, ours[p]) for p in PRECISIONS}},
-            args.repeats)
-        report("SuperGlue", times, {p: equal_matches(out[p], out["reference"]) for p in PRECISIONS})
+        compare("SuperGlue", lambda: official(data)["matches0"][0], ours,
+                lambda m: m(f0, f1).matches0, equal_matches, args.repeats)
 
     import kornia.feature as KF
 
@@ -176,15 +176,9 @@ def main(argv: list[str] | None = None) -> None:
         state = load_checkpoint("disk_depth-save.pth")
         ref_model.load_state_dict(state.get("extractor", state))
         ref_model.eval()
-
-        def ref_disk():
-            with torch.inference_mode():
-                return ref_model(rgb[0][None], n=kp, window_size=5, score_threshold=0.0,
-                                 pad_if_not_divisible=True)[0].keypoints
-        times, out = interleaved({"reference": ref_disk, **{
-            p: functools.partial(lambda m: m(rgb[0]).keypoints, disk[p]) for p in PRECISIONS}},
-            args.repeats)
-        report("DISK", times, {p: within_1px(out[p], out["reference"]) for p in PRECISIONS})
+        compare("DISK", lambda: ref_model(rgb[0][None], n=kp, window_size=5, score_threshold=0.0,
+                                          pad_if_not_divisible=True)[0].keypoints,
+                disk, lambda m: m(rgb[0]).keypoints, within_1px, args.repeats)
 
     if "lightglue" in args.rows:
         from matchlab.matchers.lightglue import official_state_dict
@@ -197,16 +191,11 @@ def main(argv: list[str] | None = None) -> None:
         ref_model.eval()
         sides = [{"keypoints": f.keypoints[None], "descriptors": f.descriptors[None],
                   "image_size": torch.tensor([f.image_size])} for f in (f0, f1)]
-
-        def ref_lg():
-            with torch.inference_mode():
-                return ref_model({"image0": sides[0], "image1": sides[1]})["matches0"][0]
         ours = {p: load_matcher("lightglue", for_features="disk", precision=p, **full)
                 for p in PRECISIONS}
-        times, out = interleaved({"reference": ref_lg, **{
-            p: functools.partial(lambda m: m(f0, f1).matches0, ours[p]) for p in PRECISIONS}},
-            args.repeats)
-        report("LightGlue", times, {p: equal_matches(out[p], out["reference"]) for p in PRECISIONS})
+        pair = {"image0": sides[0], "image1": sides[1]}
+        compare("LightGlue", lambda: ref_model(pair)["matches0"][0], ours,
+                lambda m: m(f0, f1).matches0, equal_matches, args.repeats)
     print(f"load average at the end {os.getloadavg()[0]:.1f} (2 cores: above ~1 the ratios "
           f"are not trustworthy)")
 

@@ -22,6 +22,7 @@ from .io.gravity import read_gravity
 from .errors import OutputMismatchError, ReconstructionError
 from .extractors import DEFAULT_MAX_KEYPOINTS
 from .images import ImageError, list_images
+from .prefetch import prefetched
 from .registry import ConfigError
 from .store import FeatureStore, KeypointsView, MatchStore, MatchesView
 from .store.identity import check_same_features
@@ -30,6 +31,7 @@ from .types import Features
 
 if TYPE_CHECKING:
     from .distributed.executors import Executor
+    from .extractors.base import Extractor
     from .matchers.base import Matcher
 
 
@@ -99,7 +101,7 @@ def check_model_record(store, key: str, record: dict | None, what: str, option: 
 
 
 def extract_features(image_dir: str | Path, names: Sequence[str], features_path: str | Path,
-                     extractor: Callable[[Any], Features], as_half: bool = False,
+                     extractor: "Extractor", as_half: bool = False,
                      progress: bool = True, log: Callable[[str], None] | None = None,
                      record: dict | None = None, executor: Executor | None = None
                      ) -> StageReport:
@@ -124,9 +126,12 @@ def extract_features(image_dir: str | Path, names: Sequence[str], features_path:
                            store, report, as_half, log, progress)
             report.seconds = time.perf_counter() - start
             return report  # (the store closes on the way out)
-        for name in tqdm(todo, desc="extract", unit="img", disable=not progress):
+        # the next images are decoded and resized while the network runs on this one
+        loads = prefetched(todo, lambda name: extractor.prepare(image_dir / name))
+        for name, image in tqdm(loads, desc="extract", unit="img", total=len(todo),
+                                disable=not progress):
             try:
-                features = extractor(image_dir / name)
+                features = extractor(image.result())
             except ImageError as e:
                 report.failed[name] = e.reason
                 if log is not None:

@@ -2,7 +2,8 @@
 keypoints and affine frames back to ORIGINAL image pixels."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -18,6 +19,16 @@ def rescale_lafs(lafs: Tensor, scale: tuple[float, float]) -> Tensor:
     out = lafs * s
     out[:, :, 2] = rescale_points(lafs[:, :, 2], scale)
     return out
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image as an extractor's network takes it: `image` float32 [C, h, w] in [0, 1],
+    converted to the extractor's channels and resized to its target size, and `size`, the
+    original (width, height) in pixels, to which keypoints are mapped back."""
+
+    image: Tensor
+    size: tuple[int, int]
 
 
 class Extractor(PrecisionOption):
@@ -62,21 +73,28 @@ class Extractor(PrecisionOption):
     def detect(self, images: Tensor) -> list[dict[str, Tensor]]:
         raise NotImplementedError
 
-    def forward(self, image: ImageLike) -> Features:
+    def prepare(self, image: ImageLike) -> PreparedImage:
+        """Decode (a path), convert and resize: everything before the network, which a
+        caller may run ahead in another thread (matchlab.prefetch)."""
+        tensor = to_tensor(image, self.grayscale)
+        size = (tensor.shape[-1], tensor.shape[-2])
+        return PreparedImage(resize_image(tensor, target_size(size, self.conf["resize"])), size)
+
+    def forward(self, image: ImageLike | PreparedImage) -> Features:
         return self.extract_batch([image])[0]
 
     @torch.inference_mode()
-    def extract_batch(self, images: Sequence[ImageLike]) -> list[Features]:
-        """Features of each image; equally sized images share one forward pass."""
-        tensors = [to_tensor(im, self.grayscale) for im in images]
-        sizes = [(t.shape[-1], t.shape[-2]) for t in tensors]
-        targets = [target_size(s, self.conf["resize"]) for s in sizes]
-        results: list[Features | None] = [None] * len(tensors)
+    def extract_batch(self, images: Sequence[Union[ImageLike, PreparedImage]]) -> list[Features]:
+        """Features of each image (any ImageLike, or a PreparedImage of this extractor);
+        equally sized images share one forward pass."""
+        prepared = [im if isinstance(im, PreparedImage) else self.prepare(im) for im in images]
+        sizes = [p.size for p in prepared]
+        results: list[Features | None] = [None] * len(prepared)
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, size in enumerate(targets):
-            groups.setdefault(size, []).append(i)
+        for i, p in enumerate(prepared):
+            groups.setdefault((p.image.shape[-1], p.image.shape[-2]), []).append(i)
         for size, idx in groups.items():
-            batch = torch.stack([resize_image(tensors[i], size) for i in idx]).to(self.device)
+            batch = torch.stack([prepared[i].image for i in idx]).to(self.device)
             outs = self.detect(batch)
             if self.conf["lafs"] is not None:
                 self._add_frames(batch, outs)
