@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import functools
 import importlib.util
+import json
 import os
 import statistics
 import sys
@@ -94,15 +95,20 @@ def interleaved(functions: dict, repeats: int) -> tuple[dict, dict]:
     return {k: statistics.median(v) for k, v in times.items()}, out
 
 
-def report(row: str, times: dict, agreement: dict) -> None:
+def report(row: str, times: dict, agreement: dict) -> dict:
+    """Print one row; return it as the JSON row (`--json`): ms and agreement per column."""
     ref = times["reference"]
     cells = [f"{1e3 * ref:9.0f}"]
     for p in PRECISIONS:
         cells.append(f"{1e3 * times[p]:9.0f} {ref / times[p]:6.2f}x {agreement[p]:7.1%}")
-    print(f"{row:<11} | " + " | ".join(cells) + f" | {os.getloadavg()[0]:5.1f}", flush=True)
+    load = os.getloadavg()[0]
+    print(f"{row:<11} | " + " | ".join(cells) + f" | {load:5.1f}", flush=True)
+    return {"row": row, "reference_ms": 1e3 * ref, "load": load,
+            **{f"{p}_ms": 1e3 * times[p] for p in PRECISIONS},
+            **{f"{p}_agree": agreement[p] for p in PRECISIONS}}
 
 
-def compare(row: str, reference, ours: dict, run, agree, repeats: int) -> None:
+def compare(row: str, reference, ours: dict, run, agree, repeats: int) -> dict:
     """One row: reference() against run(model) for each precision's model in `ours`, timed
     interleaved (all under inference mode); agree(our output, reference output) -> fraction."""
     def no_grad(fn, *args):
@@ -111,7 +117,7 @@ def compare(row: str, reference, ours: dict, run, agree, repeats: int) -> None:
 
     times, out = interleaved({"reference": functools.partial(no_grad, reference), **{
         p: functools.partial(no_grad, run, ours[p]) for p in PRECISIONS}}, repeats)
-    report(row, times, {p: agree(out[p], out["reference"]) for p in PRECISIONS})
+    return report(row, times, {p: agree(out[p], out["reference"]) for p in PRECISIONS})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,7 +132,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rows", nargs="+", default=["superpoint", "superglue", "disk", "lightglue"],
                         choices=["superpoint", "superglue", "disk", "lightglue"])
+    parser.add_argument("--json", type=Path, help="write the rows and the conditions here "
+                        "(docs/results/speed.json: the generated table of docs/results.md)")
     args = parser.parse_args(argv)
+    rows: list[dict] = []
+    load_start = os.getloadavg()[0]
     kp = args.max_keypoints
 
     def load(path: Path, grayscale: bool) -> torch.Tensor:
@@ -151,8 +161,9 @@ def main(argv: list[str] | None = None) -> None:
             official = import_official(args.official, "superpoint").SuperPoint(
                 {"nms_radius": 4, "keypoint_threshold": 0.005, "max_keypoints": kp,
                  "device": "cpu"}).eval()
-        compare("SuperPoint", lambda: official({"image": gray[0][None]})["keypoints"][0], sp,
-                lambda m: m(gray[0]).keypoints, within_1px, args.repeats)
+        rows.append(compare(
+            "SuperPoint", lambda: official({"image": gray[0][None]})["keypoints"][0], sp,
+            lambda m: m(gray[0]).keypoints, within_1px, args.repeats))
 
     if "superglue" in args.rows:
         f0, f1 = (sp["float32"](g) for g in gray)
@@ -165,8 +176,8 @@ def main(argv: list[str] | None = None) -> None:
             data.update({f"keypoints{i}": f.keypoints[None], f"scores{i}": f.scores[None],
                          f"descriptors{i}": f.descriptors.t()[None]})
         ours = {p: load_matcher("superglue", weights="outdoor", precision=p) for p in PRECISIONS}
-        compare("SuperGlue", lambda: official(data)["matches0"][0], ours,
-                lambda m: m(f0, f1).matches0, equal_matches, args.repeats)
+        rows.append(compare("SuperGlue", lambda: official(data)["matches0"][0], ours,
+                            lambda m: m(f0, f1).matches0, equal_matches, args.repeats))
 
     import kornia.feature as KF
 
@@ -176,9 +187,10 @@ def main(argv: list[str] | None = None) -> None:
         state = load_checkpoint("disk_depth-save.pth")
         ref_model.load_state_dict(state.get("extractor", state))
         ref_model.eval()
-        compare("DISK", lambda: ref_model(rgb[0][None], n=kp, window_size=5, score_threshold=0.0,
-                                          pad_if_not_divisible=True)[0].keypoints,
-                disk, lambda m: m(rgb[0]).keypoints, within_1px, args.repeats)
+        rows.append(compare(
+            "DISK", lambda: ref_model(rgb[0][None], n=kp, window_size=5, score_threshold=0.0,
+                                      pad_if_not_divisible=True)[0].keypoints,
+            disk, lambda m: m(rgb[0]).keypoints, within_1px, args.repeats))
 
     if "lightglue" in args.rows:
         from matchlab.matchers.lightglue import official_state_dict
@@ -194,10 +206,16 @@ def main(argv: list[str] | None = None) -> None:
         ours = {p: load_matcher("lightglue", for_features="disk", precision=p, **full)
                 for p in PRECISIONS}
         pair = {"image0": sides[0], "image1": sides[1]}
-        compare("LightGlue", lambda: ref_model(pair)["matches0"][0], ours,
-                lambda m: m(f0, f1).matches0, equal_matches, args.repeats)
+        rows.append(compare("LightGlue", lambda: ref_model(pair)["matches0"][0], ours,
+                            lambda m: m(f0, f1).matches0, equal_matches, args.repeats))
     print(f"load average at the end {os.getloadavg()[0]:.1f} (2 cores: above ~1 the ratios "
           f"are not trustworthy)")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "long_side": args.long_side,
+            "max_keypoints": kp, "repeats": args.repeats, "load_start": load_start,
+            "load_end": os.getloadavg()[0], "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
