@@ -21,8 +21,8 @@ images more than 40 m apart, which share no point: the unrelated pairs retrieval
 practice. The row records that share (`unrelated_pairs`).
 
 Each N runs in its own process; the table gives seconds per stage, the peak RSS after each
-stage (the process's high-water mark, so it only grows; the scene's own arrays, 0.5 KB of
-descriptor per 3D point, set it after the first stage), the features read from disk by the
+stage (the process's high-water mark, so it only grows; the scene's own arrays are bounded:
+point descriptors are made block by block, `PointDescriptors`), the features read from disk by the
 match stage, registered images and the camera error in units of the spacing between
 neighbouring cameras, and the growth exponent of each stage between the two largest N
 (log(t2 / t1) / log(N2 / N1)). `--json` writes the rows (with the load averages) for the
@@ -53,6 +53,7 @@ GLOBAL_DIM, GLOBAL_SCALE, LOOK_ALIKE, GLOBAL_NOISE = 256, 8.0, 0.5, 0.5  # see t
 SALIENCY_NOISE = 0.02  # saliency is uniform in [0, 1]
 PARTIAL_ROW = "row.json"  # in the work folder: the stages done so far
 UNRELATED_GAP = 40.0  # metres: cameras further apart share no point (depth limit 40 m)
+POINT_BLOCK = 1 << 16  # 3D points whose descriptors are made together (`PointDescriptors`)
 
 
 def street(n_images: int, seed: int = 0):
@@ -124,6 +125,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class PointDescriptors:
+    """The random unit descriptor [DESCRIPTOR_DIM] float32 of each 3D point, made block by
+    block of POINT_BLOCK points (each from its own seed) when first asked for, so that memory
+    stays bounded (all 8 million points of a 10,000-image street would take 4 GB). Cameras
+    walk along z and points are sorted by z, so a few recent blocks are kept."""
+
+    def __init__(self, n_points: int, seed: int = 2, keep: int = 4) -> None:
+        self.n_points, self.seed, self.keep = n_points, seed, keep
+        self.blocks: dict[int, np.ndarray] = {}
+
+    def block(self, b: int) -> np.ndarray:
+        if b not in self.blocks:
+            rng = np.random.default_rng([self.seed, b])
+            size = min(POINT_BLOCK, self.n_points - b * POINT_BLOCK)
+            d = rng.standard_normal((size, DESCRIPTOR_DIM), dtype=np.float32)
+            self.blocks[b] = d / np.linalg.norm(d, axis=1, keepdims=True)
+            while len(self.blocks) > self.keep:
+                del self.blocks[min(self.blocks)]
+        return self.blocks[b]
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        """[len(indices), DESCRIPTOR_DIM] for point indices [M]."""
+        out = np.empty((len(indices), DESCRIPTOR_DIM), np.float32)
+        blocks = indices // POINT_BLOCK
+        for b in np.unique(blocks):
+            at = blocks == b
+            out[at] = self.block(int(b))[indices[at] - b * POINT_BLOCK]
+        return out
+
+
 def write_scene(n_images: int, work: Path, rng, max_keypoints: int = MAX_KEYPOINTS
                 ) -> tuple[list[str], np.ndarray, Path]:
     """Blank images and work/features.h5 of a street of n_images cameras (at most
@@ -135,8 +166,7 @@ def write_scene(n_images: int, work: Path, rng, max_keypoints: int = MAX_KEYPOIN
     from matchlab.types import Features
 
     points, centres, rotations, saliency = street(n_images)
-    point_descriptors = rng.normal(size=(len(points), DESCRIPTOR_DIM)).astype(np.float32)
-    point_descriptors /= np.linalg.norm(point_descriptors, axis=1, keepdims=True)
+    point_descriptors = PointDescriptors(len(points))
     image_dir = work / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     blank = cv2.imencode(".png", np.zeros((SIZE[1], SIZE[0]), np.uint8))[1].tobytes()
