@@ -293,7 +293,7 @@ def scale_table(rows: Sequence[dict]) -> str:
                  if "registered" in r else "-")
         stopped = next((s for s in SCALE_STAGES if s not in r["seconds"]), None)
         out.append([str(r["images"]), f"{r['pairs']} ({100 * r['unrelated_pairs']:.0f} %)",
-                    f"{r['feature_reads'] / r['images']:.2f}",
+                    f"{r['feature_reads'] / r['images']:.2f}" if "feature_reads" in r else "-",
                     *(f"{r['seconds'][s]:.1f}" if s in r["seconds"] else "-"
                       for s in SCALE_STAGES),
                     str(peak(r)),
