@@ -21,12 +21,38 @@ images more than 40 m apart, which share no point: the unrelated pairs retrieval
 practice. The row records that share (`unrelated_pairs`).
 
 Each N runs in its own process; the table gives seconds per stage, the peak RSS after each
-stage (the process's high-water mark, so it only grows; the scene's own arrays, 0.5 KB of
-descriptor per 3D point, set it after the first stage), the features read from disk by the
+stage (the process's high-water mark, so it only grows; the scene's own arrays are bounded:
+point descriptors are made block by block, `PointDescriptors`), the features read from disk by the
 match stage, registered images and the camera error in units of the spacing between
 neighbouring cameras, and the growth exponent of each stage between the two largest N
 (log(t2 / t1) / log(N2 / N1)). `--json` writes the rows (with the load averages) for the
 generated table of docs/results.md (`python -m matchlab.evaluation.tables`).
+
+Camera error: the street's data, not the mapper, keep it far above 1 % of a spacing. Measured
+on this scene at N = 1,000 (12,652 pairs, 10,277 verified; 2026-12-03, load 3-9), median /
+max centre error after the similarity alignment, in spacings, and the median error after
+aligning each window of 50 consecutive cameras on its own ("local"). Bundle adjustment here
+is pycolmap's (`create_default_bundle_adjuster`, focal lengths held, gauge on two cameras);
+the true-pose model is `pycolmap.triangulate_points` on the true poses, as `matchlab
+triangulate` does:
+
+    global mapper (seed 0)                                 0.2472 / 0.675, local 0.0038
+    the same model, then bundle adjustment (<= 500 steps) 0.1316 / 0.349, local 0.0039
+    global mapper, focal lengths held at 700 px           0.2357 / 0.725, local 0.0035
+    the same model, then bundle adjustment (<= 500 steps) 0.0597 / 0.261, local 0.0036
+    ground-truth poses, triangulated, bundle adjustment   0.1315 / 0.308, local 0.0036
+
+Bundle adjustment started from the true poses (intrinsics fixed, gauge on two cameras) moves
+13 % of a spacing away with the same reprojection error (0.587 px before and after), and
+from the mappers' results it ends anywhere from 6 to 13 % (0.575 px in both): with forward
+motion and 40 m of visibility nothing ties the ends of a 1 km street together, so its shape
+drifts at almost no cost in the images, while each stretch of 50 m stays within 0.4 % of a
+spacing. The global mapper's bundle adjustment (`ba_num_iterations`, 3 rounds) stops before
+the drift settles. It refines the PINHOLE focal lengths too, and fy drifted to 466 px (true
+700): with cameras that only turn about the vertical axis at one height, fy and the
+vertical scale of the scene are one ambiguity, which does not move the camera centres
+(holding them changes the error little, above). So the 1 % goal holds locally; over the
+whole street it needs constraints the scene lacks (loops, pose priors).
 """
 from __future__ import annotations
 
@@ -53,6 +79,7 @@ GLOBAL_DIM, GLOBAL_SCALE, LOOK_ALIKE, GLOBAL_NOISE = 256, 8.0, 0.5, 0.5  # see t
 SALIENCY_NOISE = 0.02  # saliency is uniform in [0, 1]
 PARTIAL_ROW = "row.json"  # in the work folder: the stages done so far
 UNRELATED_GAP = 40.0  # metres: cameras further apart share no point (depth limit 40 m)
+POINT_BLOCK = 1 << 16  # 3D points whose descriptors are made together (`PointDescriptors`)
 
 
 def street(n_images: int, seed: int = 0):
@@ -124,6 +151,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class PointDescriptors:
+    """The random unit descriptor [DESCRIPTOR_DIM] float32 of each 3D point, made block by
+    block of POINT_BLOCK points (each from its own seed) when first asked for, so that memory
+    stays bounded (all 8 million points of a 10,000-image street would take 4 GB). Cameras
+    walk along z and points are sorted by z, so a few recent blocks are kept."""
+
+    def __init__(self, n_points: int, seed: int = 2, keep: int = 4) -> None:
+        self.n_points, self.seed, self.keep = n_points, seed, keep
+        self.blocks: dict[int, np.ndarray] = {}
+
+    def block(self, b: int) -> np.ndarray:
+        if b not in self.blocks:
+            rng = np.random.default_rng([self.seed, b])
+            size = min(POINT_BLOCK, self.n_points - b * POINT_BLOCK)
+            d = rng.standard_normal((size, DESCRIPTOR_DIM), dtype=np.float32)
+            self.blocks[b] = d / np.linalg.norm(d, axis=1, keepdims=True)
+            while len(self.blocks) > self.keep:
+                del self.blocks[min(self.blocks)]
+        return self.blocks[b]
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        """[len(indices), DESCRIPTOR_DIM] for point indices [M]."""
+        out = np.empty((len(indices), DESCRIPTOR_DIM), np.float32)
+        blocks = indices // POINT_BLOCK
+        for b in np.unique(blocks):
+            at = blocks == b
+            out[at] = self.block(int(b))[indices[at] - b * POINT_BLOCK]
+        return out
+
+
 def write_scene(n_images: int, work: Path, rng, max_keypoints: int = MAX_KEYPOINTS
                 ) -> tuple[list[str], np.ndarray, Path]:
     """Blank images and work/features.h5 of a street of n_images cameras (at most
@@ -135,8 +192,7 @@ def write_scene(n_images: int, work: Path, rng, max_keypoints: int = MAX_KEYPOIN
     from matchlab.types import Features
 
     points, centres, rotations, saliency = street(n_images)
-    point_descriptors = rng.normal(size=(len(points), DESCRIPTOR_DIM)).astype(np.float32)
-    point_descriptors /= np.linalg.norm(point_descriptors, axis=1, keepdims=True)
+    point_descriptors = PointDescriptors(len(points))
     image_dir = work / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     blank = cv2.imencode(".png", np.zeros((SIZE[1], SIZE[0]), np.uint8))[1].tobytes()

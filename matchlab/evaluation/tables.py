@@ -281,8 +281,8 @@ def _growth(small: dict, large: dict, a: float | None, b: float | None) -> str:
 def scale_table(rows: Sequence[dict]) -> str:
     """benchmarks/scale.py's rows: seconds per stage, peak RSS, feature reads per image,
     registered images and camera error (in camera spacings), load averages (start / end),
-    and each column's growth exponent between the two largest N. A run stopped before its
-    last stage (`stopped`) says during which one."""
+    and each column's growth exponent between the two largest N (peak RSS: over the stages
+    both ran). A run stopped before its last stage (`stopped`) says during which one."""
     rows = sorted(rows, key=lambda r: r["images"])
     head = ["images", "pairs (unrelated)", "reads / image", *(f"{s} s" for s in SCALE_STAGES),
             "peak RSS MB", "registered", "median / max error", "load"]
@@ -293,7 +293,7 @@ def scale_table(rows: Sequence[dict]) -> str:
                  if "registered" in r else "-")
         stopped = next((s for s in SCALE_STAGES if s not in r["seconds"]), None)
         out.append([str(r["images"]), f"{r['pairs']} ({100 * r['unrelated_pairs']:.0f} %)",
-                    f"{r['feature_reads'] / r['images']:.2f}",
+                    f"{r['feature_reads'] / r['images']:.2f}" if "feature_reads" in r else "-",
                     *(f"{r['seconds'][s]:.1f}" if s in r["seconds"] else "-"
                       for s in SCALE_STAGES),
                     str(peak(r)),
@@ -302,10 +302,12 @@ def scale_table(rows: Sequence[dict]) -> str:
                     f"{r['load_start'][0]:.1f} / {r['load_end'][0]:.1f}"])
     if len(rows) >= 2:
         small, large = rows[-2:]
+        both = [s for s in small["peak_rss_mb"] if s in large["peak_rss_mb"]]  # stages both ran
         out.append(["growth exponent", _growth(small, large, small["pairs"], large["pairs"]),
                     "", *(_growth(small, large, small["seconds"].get(s), large["seconds"].get(s))
                           for s in SCALE_STAGES),
-                    _growth(small, large, peak(small), peak(large)), "", "", ""])
+                    _growth(small, large, max(small["peak_rss_mb"][s] for s in both),
+                            max(large["peak_rss_mb"][s] for s in both)), "", "", ""])
     return render(head, out)
 
 
