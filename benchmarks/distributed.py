@@ -112,7 +112,7 @@ def street(work: Path, n_images: int) -> list[dict]:
 def main() -> None:
     import ray
 
-    from matchlab.evaluation.tables import distributed_table
+    from matchlab.evaluation.benchmark_tables import distributed_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--street", type=int, default=250, help="street cameras (0: skip)")

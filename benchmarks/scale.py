@@ -288,7 +288,7 @@ def run_one(n_images: int, work: Path, mapper: str | None) -> dict:
 
 
 def main() -> None:
-    from matchlab.evaluation.tables import scale_table
+    from matchlab.evaluation.benchmark_tables import scale_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[250, 1000])

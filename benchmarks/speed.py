@@ -210,12 +210,12 @@ def main(argv: list[str] | None = None) -> None:
                             lambda m: m(f0, f1).matches0, equal_matches, args.repeats))
     print(f"load average at the end {os.getloadavg()[0]:.1f} (2 cores: above ~1 the ratios "
           f"are not trustworthy)")
-    if args.json:
-        args.json.write_text(json.dumps({
-            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "long_side": args.long_side,
-            "max_keypoints": kp, "repeats": args.repeats, "load_start": load_start,
-            "load_end": os.getloadavg()[0], "rows": rows}, indent=1))
+    if args.json:  # one JSON row per table row, each with the run's conditions
+        conditions = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+                      "threads": torch.get_num_threads(), "long_side": args.long_side,
+                      "max_keypoints": kp, "repeats": args.repeats, "load_start": load_start,
+                      "load_end": os.getloadavg()[0]}
+        args.json.write_text(json.dumps([{**row, **conditions} for row in rows], indent=1))
 
 
 if __name__ == "__main__":

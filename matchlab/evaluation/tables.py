@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
+
+from .benchmark_tables import distributed_table, scale_table, speed_table
+from .render import render
 
 # ------------------------------------------------------------------ one run's results
 
@@ -72,16 +74,6 @@ def _localization_rows(result: dict) -> tuple[list[str], list[list[str]]]:
                    deg(result["max_rotation_error_deg"]),
                    *(f"{v:.2f}" for v in result["recall"].values()),
                    deg(result.get("model_rotation_median_deg")), f"{result['seconds_per_query']:.1f}"]]
-
-
-def render(head: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = True) -> str:
-    """One table: Markdown, or plain text in aligned columns."""
-    if markdown:
-        return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
-                          *("| " + " | ".join(r) + " |" for r in rows)])
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    return "\n".join(["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(),
-                      *("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)])
 
 
 def format_table(results: Sequence[dict], markdown: bool = False) -> str:
@@ -268,76 +260,6 @@ def _sfm_pairs(runs: Runs) -> str:
     return render(head, rows)
 
 
-SCALE_STAGES = ("scene", "pairs", "match", "database", "verify", "map")
-
-
-def _growth(small: dict, large: dict, a: float | None, b: float | None) -> str:
-    """log(b / a) / log(N_large / N_small), or '-' when a value is missing."""
-    if not a or not b:
-        return "-"
-    return f"{math.log(b / a) / math.log(large['images'] / small['images']):.2f}"
-
-
-def scale_table(rows: Sequence[dict]) -> str:
-    """benchmarks/scale.py's rows: seconds per stage, peak RSS, feature reads per image,
-    registered images and camera error (in camera spacings), load averages (start / end),
-    and each column's growth exponent between the two largest N (peak RSS: over the stages
-    both ran). A run stopped before its last stage (`stopped`) says during which one."""
-    rows = sorted(rows, key=lambda r: r["images"])
-    head = ["images", "pairs (unrelated)", "reads / image", *(f"{s} s" for s in SCALE_STAGES),
-            "peak RSS MB", "registered", "median / max error", "load"]
-    peak = lambda r: max(r["peak_rss_mb"].values())  # noqa: E731
-    out = []
-    for r in rows:
-        error = (f"{r['median_error_spacing']} / {r['max_error_spacing']}"
-                 if "registered" in r else "-")
-        stopped = next((s for s in SCALE_STAGES if s not in r["seconds"]), None)
-        out.append([str(r["images"]), f"{r['pairs']} ({100 * r['unrelated_pairs']:.0f} %)",
-                    f"{r['feature_reads'] / r['images']:.2f}" if "feature_reads" in r else "-",
-                    *(f"{r['seconds'][s]:.1f}" if s in r["seconds"] else "-"
-                      for s in SCALE_STAGES),
-                    str(peak(r)),
-                    f"stopped during {stopped}" if r.get("stopped") and stopped
-                    else f"{r.get('registered', '-')}", error,
-                    f"{r['load_start'][0]:.1f} / {r['load_end'][0]:.1f}"])
-    if len(rows) >= 2:
-        small, large = rows[-2:]
-        both = [s for s in small["peak_rss_mb"] if s in large["peak_rss_mb"]]  # stages both ran
-        out.append(["growth exponent", _growth(small, large, small["pairs"], large["pairs"]),
-                    "", *(_growth(small, large, small["seconds"].get(s), large["seconds"].get(s))
-                          for s in SCALE_STAGES),
-                    _growth(small, large, max(small["peak_rss_mb"][s] for s in both),
-                            max(large["peak_rss_mb"][s] for s in both)), "", "", ""])
-    return render(head, out)
-
-
-def _scale(runs: Runs) -> str:
-    return scale_table(runs.get("scale_street", []))
-
-
-def distributed_table(rows: Sequence[dict]) -> str:
-    """benchmarks/distributed.py's rows: seconds per stage by executor, the workers' start,
-    the Ray overhead per task with one worker, whether Ray's outputs equal the local ones, the load (start / end)."""
-    by = {(r["scene"], r["stage"], r["executor"]): r for r in rows}
-    head = ["scene", "stage", "items (tasks)", "local s", "Ray 1 worker s", "Ray 2 workers s",
-            "worker start s (1 / 2)", "overhead / task ms", "equal", "load"]
-    out = []
-    for scene, stage in dict.fromkeys((r["scene"], r["stage"]) for r in rows):
-        local, one, two = (by.get((scene, stage, e)) for e in ("local", "ray 1", "ray 2"))
-        runs = [r for r in (local, one, two) if r]
-        overhead = "-"
-        if local and one:
-            extra = one["seconds"] - one["worker_start_seconds"] - local["seconds"]
-            overhead = f"{1000 * extra / one['tasks']:.0f}"
-        start = " / ".join(f"{r['worker_start_seconds']:.1f}" for r in (one, two) if r)
-        out.append([scene, stage, f"{runs[0]['items']} ({runs[0]['tasks']})",
-                    *(f"{r['seconds']:.1f}" if r else "-" for r in (local, one, two)), start,
-                    overhead,
-                    "yes" if all(r["equal"] for r in runs) else "NO",
-                    f"{runs[0]['load_start']:.1f} / {runs[-1]['load_end']:.1f}"])
-    return render(head, out)
-
-
 def _affineglue_vs_ransac(runs: Runs) -> str:
     head = ["", "graf AUC@1/3/5 px", "EVD AUC@5 px", "ScanNet AUC@5", "Strecha AUC@2 / @5"]
     lines = [(f"LightGlue + {label}", "all_disk_lightglue", "all_disk_lightglue", estimator)
@@ -432,8 +354,9 @@ DOC_TABLES: dict[str, Callable[[Runs], str]] = {
     "sfm-pairs": _sfm_pairs,
     "localization": _localization,
     "triangulation": _triangulation,
-    "scale": _scale,
+    "scale": lambda runs: scale_table(runs.get("scale_street", [])),
     "distributed": lambda runs: distributed_table(runs.get("distributed", [])),
+    "speed": lambda runs: speed_table(runs.get("speed", [])),
     "precision": _precision,
     "affineglue-vs-ransac": _affineglue_vs_ransac,
     "affineglue-sift": _affineglue_sift,
