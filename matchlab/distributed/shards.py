@@ -147,8 +147,8 @@ def claim(path: str | Path, kind: str, shard: Shard | None, items: Sequence) -> 
     with spec.store(path) as store:
         found = _read_shard(store)
         if found is None:
-            store._write_item(SHARD_ENTRY, {"items": _encode(mine, spec.fields)},
-                              overwrite=True, attrs={"record": json.dumps(record)})
+            store.write_group(SHARD_ENTRY, {"items": _encode(mine, spec.fields)},
+                              attrs={"record": json.dumps(record)}, overwrite=True)
         elif found[0] != record:
             raise OutputMismatchError(
                 f"{_describe(path, found[0])} is not what this run writes: {_what(record)}. "
@@ -273,23 +273,7 @@ def _check_together(parts: list[_Part]) -> None:
 def _lacking(part: _Part, kind: Kind) -> list:
     """The items assigned to a shard that its file does not hold."""
     with kind.store(part.path, "r") as store:
-        return [item for item in part.items if _locate(store, item) is None]
-
-
-def _locate(store: Store, item):
-    """The item's group in `store`, or None."""
-    if isinstance(item, str):
-        return store._item(item)
-    found = store._find(*item)
-    return None if found is None else found[0]
-
-
-def _copy(group, target: Store) -> bool:
-    """Write a copy of the item `group` (datasets with their attributes, the group's
-    attributes) at the same key in `target`, crash-safely; False when already there."""
-    datasets = {name: (obj[()], dict(obj.attrs)) for name, obj in group.items()}
-    return target._write_item(group.name.lstrip("/"), datasets, overwrite=False,
-                              attrs=dict(group.attrs))
+        return [item for item in part.items if store.item_group(item) is None]
 
 
 def _prepare_output(output: Store, attrs: dict) -> None:
@@ -351,9 +335,9 @@ def merge_shards(output: str | Path, paths: Sequence[str | Path], allow_missing:
             for part in parts:
                 with kind.store(part.path, "r") as source:
                     for item in part.items:
-                        group = _locate(source, item)
-                        if group is not None and _locate(target, item) is None:
-                            _copy(group, target)
+                        group = source.item_group(item)
+                        if group is not None and target.item_group(item) is None:
+                            target.copy_group(group)
                             report.copied += 1
                         elif group is not None:
                             report.already += 1

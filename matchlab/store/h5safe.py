@@ -253,6 +253,23 @@ class Store:
         except (KeyError, OSError, RuntimeError, ValueError):
             return None
 
+    def item_group(self, item) -> h5py.Group | None:
+        """The group of `item` (its key here; a pair of names in a MatchStore), or None."""
+        return self._item(item)
+
+    def write_group(self, key: str, datasets: dict, attrs: dict | None = None,
+                    overwrite: bool = False) -> bool:
+        """Write a group of datasets at `key` crash-safely (absent or complete after a kill);
+        False when an item is there already and not `overwrite`. datasets: {name: array or
+        (array, {attribute: value})}; attrs: the group's attributes."""
+        return self._write_item(key, datasets, overwrite=overwrite, attrs=attrs)
+
+    def copy_group(self, group: h5py.Group) -> bool:
+        """A copy of another file's item `group` (datasets with their attributes, the group's
+        attributes) at the same key here, crash-safely; False when already there."""
+        datasets = {name: (obj[()], dict(obj.attrs)) for name, obj in group.items()}
+        return self.write_group(group.name.lstrip("/"), datasets, attrs=dict(group.attrs))
+
     def _require_writable(self) -> None:
         if self.mode == "r":
             raise StoreError(f"{self.path} was opened read-only (mode='r')")

@@ -235,6 +235,13 @@ class MatchStore(Store):
                 return group, flipped
         return None
 
+    def item_group(self, item) -> h5py.Group | None:
+        """The group of the pair `item` = (name0, name1), stored in either order."""
+        if isinstance(item, str):
+            return self._item(item)
+        found = self._find(*item)
+        return None if found is None else found[0]
+
     def __contains__(self, pair: object) -> bool:
         if not (isinstance(pair, tuple) and len(pair) == 2):
             return False

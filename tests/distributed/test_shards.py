@@ -146,22 +146,22 @@ def test_unfinished_shard_is_named_and_allow_missing_merges_the_rest(scene, tmp_
 
 
 def test_interrupted_merge_resumes(scene, tmp_path, monkeypatch):
-    from matchlab.distributed import shards as module
+    from matchlab.store import MatchStore
 
-    copy, copied = module._copy, []
+    copy, copied = MatchStore.copy_group, []
 
-    def interrupted(group, target):
+    def interrupted(target, group):
         if len(copied) == 4:
             raise KeyboardInterrupt
         copied.append(group.name)
-        return copy(group, target)
+        return copy(target, group)
 
-    monkeypatch.setattr(module, "_copy", interrupted)
+    monkeypatch.setattr(MatchStore, "copy_group", interrupted)
     out = tmp_path / "matches.h5"
     shards = [scene / "matches_0.h5", scene / "matches_1.h5"]
     with pytest.raises(KeyboardInterrupt):
         merge_shards(out, shards, progress=False)
-    monkeypatch.setattr(module, "_copy", copy)
+    monkeypatch.setattr(MatchStore, "copy_group", copy)
     report = merge_shards(out, shards, progress=False)
     assert (report.already, report.copied) == (4, 6)
     assert contents(out) == contents(scene / "full_matches.h5")
