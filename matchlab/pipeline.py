@@ -177,6 +177,19 @@ def visit_order(pairs: Sequence[tuple[str, str]]) -> list[int]:
     return np.lexsort((np.arange(len(pairs)), earlier, later)).tolist()
 
 
+def matched_batches(matcher: Matcher, pairs: Sequence[tuple[str, str]], features,
+                    batch_size: int, gravity: dict[str, Any] | None = None):
+    """(chunk, its Matches) for consecutive chunks of `batch_size` pairs, each one
+    `match_batch` call; features: {name: Features} (e.g. a `_FeatureCache`); gravity: {name:
+    down direction} for a matcher with a gravity prior (missing names: its default)."""
+    step = max(int(batch_size), 1)
+    for start in range(0, len(pairs), step):
+        chunk = pairs[start:start + step]
+        yield chunk, matcher.match_batch(
+            [(features[a], features[b]) for a, b in chunk],
+            gravity=[(gravity.get(a), gravity.get(b)) for a, b in chunk] if gravity else None)
+
+
 def check_gravity(matcher: Matcher, gravity: dict | None) -> None:
     """ConfigError when per-image gravity is given to a matcher without a gravity prior."""
     if gravity and not matcher.capabilities.uses_gravity:
@@ -234,13 +247,8 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                          cache, store, report, digests, as_half, batch_size, gravity, progress)
             report.seconds = time.perf_counter() - start
             return report
-        step = max(int(batch_size), 1)
         with tqdm(total=len(todo), desc="match", unit="pair", disable=not progress) as bar:
-            for start_index in range(0, len(todo), step):
-                chunk = todo[start_index:start_index + step]
-                inputs = [(cache[a], cache[b]) for a, b in chunk]
-                results = matcher.match_batch(inputs, gravity=[
-                    (gravity.get(a), gravity.get(b)) for a, b in chunk] if gravity else None)
+            for chunk, results in matched_batches(matcher, todo, cache, batch_size, gravity):
                 for (name0, name1), result in zip(chunk, results):
                     # each pair is durable once written
                     store.write(name0, name1, result.to("cpu"), as_half=as_half,

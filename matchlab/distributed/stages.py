@@ -63,7 +63,8 @@ def match_remote(executor: Executor, spec: WorkerSpec, todo: Sequence[tuple[str,
         features = source
         if executor.ship_images:
             features = {n: features_to_arrays(cache[n]) for pair in chunk for n in pair}
-        prior = [(gravity.get(a), gravity.get(b)) for a, b in chunk] if gravity else None
+        prior = ({n: gravity[n] for pair in chunk for n in pair if n in gravity}
+                 if gravity else None)
         return chunk, features, prior, step
 
     with tqdm(total=len(todo), desc="match", unit="pair", disable=not progress) as bar:
@@ -77,7 +78,6 @@ def match_remote(executor: Executor, spec: WorkerSpec, todo: Sequence[tuple[str,
                 report.matches += len(result)
             report.done += len(chunk)
             bar.update(len(chunk))
-
 
 
 def describe_remote(executor: Executor, encoder, image_dir: Path, todo: Sequence[str],

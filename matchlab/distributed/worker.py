@@ -5,9 +5,10 @@ which Ray passes without pickling their data (`payload`).
 Tasks:
 - `extract(name, source)`: source is the image's path on a shared file system, or its bytes
   (--ship-images); ("ok", feature arrays) or ("failed", why) for an unreadable image;
-- `match(pairs, features, gravity, batch_size)`: features is the path of features.h5 (read
-  through a cache kept between tasks: chunks of pairs in visit order share images) or
-  {name: feature arrays} shipped by the driver; [(matches0, scores0)] in the order of pairs;
+- `match(pairs, features, gravity, batch_size)`: gravity {name: down direction} or None;
+  features is the path of features.h5 (read through a cache kept between tasks: chunks of
+  pairs in visit order share images) or {name: feature arrays} shipped by the driver;
+  [(matches0, scores0)] in the order of pairs;
 - `describe(sources)`: global descriptors [len(sources), D] (MixVPR) of paths or bytes.
 """
 from __future__ import annotations
@@ -70,17 +71,14 @@ class Worker:
         return self.cache
 
     def match(self, pairs: Sequence[tuple[str, str]], features: str | dict,
-              gravity: Sequence[tuple[Any, Any]] | None, batch_size: int
+              gravity: dict[str, Any] | None, batch_size: int
               ) -> list[tuple[np.ndarray, np.ndarray]]:
-        cache, out = self._features(features), []
-        step = max(int(batch_size), 1)
-        for start in range(0, len(pairs), step):
-            chunk = pairs[start:start + step]
-            results = self.model.match_batch([(cache[a], cache[b]) for a, b in chunk],
-                                             gravity=gravity[start:start + step]
-                                             if gravity else None)
-            out += [(r.matches0.cpu().numpy(), r.scores0.cpu().numpy()) for r in results]
-        return out
+        from ..pipeline import matched_batches
+
+        return [(r.matches0.cpu().numpy(), r.scores0.cpu().numpy())
+                for _, results in matched_batches(self.model, pairs, self._features(features),
+                                                  batch_size, gravity)
+                for r in results]
 
     def describe(self, names: Sequence[str], sources: Sequence[str | bytes]) -> np.ndarray:
         images = [self._image(s, n, grayscale=False) for n, s in zip(names, sources)]
