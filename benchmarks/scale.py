@@ -273,15 +273,41 @@ def run_one(n_images: int, work: Path, mapper: str | None) -> dict:
     stage("verify", start)
 
     if mapper is not None:
-        start = time.perf_counter()
-        rec = reconstruct(work / "database.db", image_dir, work / "sfm", mapper=mapper,
-                          options={"num_threads": -1, "random_seed": 0},
-                          image_names=names, export=False)
-        stage("map", start)
-        result = align_and_compare(rec, dict(zip(names, centres)))
-        row["registered"] = int(rec.num_reg_images())
-        row["median_error_spacing"] = round(float(result["median_error"]) / SPACING, 4)
-        row["max_error_spacing"] = round(float(result["max_error"]) / SPACING, 4)
+        row.update(map_scene(n_images, work, names, centres, image_dir, mapper))
+        stage("map", row.pop("map_start"))
+    row["load_end"] = load_average()
+    (work / PARTIAL_ROW).unlink()
+    return row
+
+
+def map_scene(n_images: int, work: Path, names: list[str], centres: np.ndarray,
+              image_dir: Path, mapper: str) -> dict:
+    """Map work/database.db (verified) and compare the cameras with the truth: the row's
+    registered images and errors, and the stage's start time (`map_start`)."""
+    from matchlab.sfm import reconstruct
+    from matchlab.sfm.reconstruction import align_and_compare
+
+    start = time.perf_counter()
+    rec = reconstruct(work / "database.db", image_dir, work / "sfm", mapper=mapper,
+                      options={"num_threads": -1, "random_seed": 0},
+                      image_names=names, export=False)
+    result = align_and_compare(rec, dict(zip(names, centres)))
+    return {"map_start": start, "registered": int(rec.num_reg_images()),
+            "median_error_spacing": round(float(result["median_error"]) / SPACING, 4),
+            "max_error_spacing": round(float(result["max_error"]) / SPACING, 4)}
+
+
+def map_only(n_images: int, work: Path, mapper: str, earlier: dict) -> dict:
+    """The mapping stage alone, on the verified database a `--no-map` run of the same N left
+    in work; `earlier` is that run's row (its stages are kept, the map stage is added)."""
+    if not (work / "database.db").is_file():
+        raise SystemExit(f"{work / 'database.db'} not found: run --no-map for N={n_images} first")
+    row = {**earlier, "mapper": mapper, "load_start_map": load_average()}
+    (work / PARTIAL_ROW).write_text(json.dumps(row))  # kept if the mapping is stopped
+    names = [f"{i:05d}.png" for i in range(n_images)]
+    row.update(map_scene(n_images, work, names, street(n_images)[1], work / "images", mapper))
+    row["seconds"]["map"] = round(time.perf_counter() - row.pop("map_start"), 2)
+    row["peak_rss_mb"]["map"] = round(peak_rss_mb())
     row["load_end"] = load_average()
     (work / PARTIAL_ROW).unlink()
     return row
@@ -297,16 +323,29 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("outputs/scale"))
     parser.add_argument("--json", type=Path, help="add the rows to this JSON list (a row of "
                         "the same N and mapper is replaced)")
+    parser.add_argument("--map-only", action="store_true", help="map the verified database "
+                        "a --no-map run left in --work (its row in --json gives the earlier "
+                        "stages; the row becomes the mapped one)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child: run one N
+    parser.add_argument("--earlier", help=argparse.SUPPRESS)  # child of --map-only: the row
     args = parser.parse_args()
     mapper = None if args.no_map else args.mapper
+    if args.map_only and (mapper is None or not args.json):
+        parser.error("--map-only needs --json (the --no-map run's rows) and no --no-map")
     if args.one:
-        print(json.dumps(run_one(args.one, args.work / str(args.one), mapper)))
+        work = args.work / str(args.one)
+        print(json.dumps(map_only(args.one, work, mapper, json.loads(args.earlier))
+                         if args.earlier else run_one(args.one, work, mapper)))
         return
     rows = json.loads(args.json.read_text()) if args.json and args.json.is_file() else []
     for n in args.sizes:
         command = [sys.executable, __file__, "--one", str(n), "--mapper", args.mapper,
                    "--work", str(args.work)] + (["--no-map"] if args.no_map else [])
+        if args.map_only:
+            earlier = [r for r in rows if (r["images"], r["mapper"]) == (n, None)]
+            if not earlier:
+                raise SystemExit(f"--map-only: no --no-map row of N={n} in {args.json}")
+            command += ["--earlier", json.dumps(earlier[0])]
         out = subprocess.run(command, capture_output=True, text=True)
         partial = args.work / str(n) / PARTIAL_ROW
         if out.returncode and not partial.is_file():
@@ -317,7 +356,8 @@ def main() -> None:
             row = {**json.loads(partial.read_text()), "stopped": True}
         else:
             row = json.loads(out.stdout.strip().splitlines()[-1])
-        rows = [r for r in rows if (r["images"], r["mapper"]) != (n, mapper)] + [row]
+        replaced = {(n, mapper)} | ({(n, None)} if args.map_only else set())
+        rows = [r for r in rows if (r["images"], r["mapper"]) not in replaced] + [row]
         if args.json:  # after each N: a later failure keeps the rows measured so far
             args.json.write_text(json.dumps(sorted(rows, key=lambda r: r["images"]), indent=1)
                                  + "\n")

@@ -11,8 +11,15 @@ Rows (reference vs matchlab):
   SuperGlue   official superglue.py, outdoor weights, 100 Sinkhorn iter.  vs SuperGlue
   DISK        kornia.feature.DISK (disk_depth-save.pth)                   vs DISK
   LightGlue   kornia.feature.LightGlue (disk_lightglue.pth), full depth   vs LightGlue (DISK)
-on two images (default: LightGlue's sacre_coeur pair) resized to --long-side, --max-keypoints
-per image. The matchers get the same float32 features (matchlab's). Per row: the median ms
+  demo        hloc-style chain, kornia DISK + LightGlue       vs `matchlab demo` (run_sfm)
+  sfm         hloc-style chain, official SuperPoint + SuperGlue outdoor
+                                                               vs `matchlab sfm` SuperPoint +
+                                                                  SuperGlue outdoor
+The model rows run on two images (default: LightGlue's sacre_coeur pair) resized to --long-side, --max-keypoints
+per image; the sfm rows reconstruct the ten sacre_coeur images from scratch (exhaustive
+pairs, --long-side, --max-keypoints; the chain is `benchmarks/hloc_chain.py`), each chain once
+per --sfm-repeats, each run in a new folder, and their "agree" is the registered images
+(ours / the reference's). The matchers get the same float32 features (matchlab's). Per row: the median ms
 of --repeats runs of each, the ratio reference / ours, and the agreement with the reference
 (extractors: fraction of our keypoints within 1 px of a reference keypoint; matchers:
 fraction of equal matches0). The official sources are read from PATH, never copied here (a
@@ -24,9 +31,7 @@ machine the ratios are not trustworthy.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import importlib.util
 import json
 import os
 import statistics
@@ -43,31 +48,11 @@ from matchlab.images import read_image, resize_image, target_size  # noqa: E402
 from matchlab.registry import load_extractor, load_matcher  # noqa: E402
 from matchlab.weights import load_checkpoint  # noqa: E402
 
+from hloc_chain import import_official, safe_torch_load  # noqa: E402
+
 PRECISIONS = ("float32", "bfloat16")
+ROWS = ("superpoint", "superglue", "disk", "lightglue", "demo", "sfm")
 SHORT = {"float32": "f32", "bfloat16": "bf16"}
-
-
-@contextlib.contextmanager
-def safe_torch_load():
-    """torch.load with weights_only=True while the official code loads its checkpoints."""
-    original = torch.load
-    torch.load = functools.partial(original, weights_only=True)
-    try:
-        yield
-    finally:
-        torch.load = original
-
-
-def import_official(folder: Path, name: str):
-    """The module `name`.py of the user's official code folder."""
-    path = folder / f"{name}.py"
-    if not path.is_file():
-        raise SystemExit(f"--official {folder}: {path.name} not found (give the folder that "
-                         f"holds superpoint.py, superglue.py and weights/)")
-    spec = importlib.util.spec_from_file_location(f"official_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def within_1px(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -80,13 +65,14 @@ def equal_matches(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return float((ours.cpu() == ref.cpu()).float().mean())
 
 
-def interleaved(functions: dict, repeats: int) -> tuple[dict, dict]:
-    """Median seconds and last output of each function, run in turn `repeats` times after
-    one warm-up each."""
+def interleaved(functions: dict, repeats: int, warm_up: bool = True) -> tuple[dict, dict]:
+    """Median seconds and last output of each function, run in turn `repeats` times (after
+    one warm-up each)."""
     times: dict = {k: [] for k in functions}
     out: dict = {}
     for k, fn in functions.items():
-        out[k] = fn()
+        if warm_up:
+            out[k] = fn()
     for _ in range(repeats):
         for k, fn in functions.items():
             t0 = time.perf_counter()
@@ -95,17 +81,20 @@ def interleaved(functions: dict, repeats: int) -> tuple[dict, dict]:
     return {k: statistics.median(v) for k, v in times.items()}, out
 
 
-def report(row: str, times: dict, agreement: dict) -> dict:
-    """Print one row; return it as the JSON row (`--json`): ms and agreement per column."""
+def report(row: str, times: dict, agreement: dict, extra: dict | None = None) -> dict:
+    """Print one row; return it as the JSON row (`--json`): ms and agreement per column
+    (a fraction, or for the sfm rows the text "ours / reference registered")."""
     ref = times["reference"]
     cells = [f"{1e3 * ref:9.0f}"]
     for p in PRECISIONS:
-        cells.append(f"{1e3 * times[p]:9.0f} {ref / times[p]:6.2f}x {agreement[p]:7.1%}")
+        agree = agreement[p]
+        cells.append(f"{1e3 * times[p]:9.0f} {ref / times[p]:6.2f}x "
+                     + (f"{agree:7.1%}" if isinstance(agree, float) else f"{agree:>7}"))
     load = os.getloadavg()[0]
     print(f"{row:<11} | " + " | ".join(cells) + f" | {load:5.1f}", flush=True)
     return {"row": row, "reference_ms": 1e3 * ref, "load": load,
             **{f"{p}_ms": 1e3 * times[p] for p in PRECISIONS},
-            **{f"{p}_agree": agreement[p] for p in PRECISIONS}}
+            **{f"{p}_agree": agreement[p] for p in PRECISIONS}, **(extra or {})}
 
 
 def compare(row: str, reference, ours: dict, run, agree, repeats: int) -> dict:
@@ -120,6 +109,46 @@ def compare(row: str, reference, ours: dict, run, agree, repeats: int) -> dict:
     return report(row, times, {p: agree(out[p], out["reference"]) for p in PRECISIONS})
 
 
+def sfm_row(row: str, chain: str, config, args, image_dir: Path) -> dict:
+    """The reference chain `chain` (hloc_chain) against run_sfm(config) in each precision,
+    each from scratch in a new folder, interleaved, --sfm-repeats times (no warm-up)."""
+    import dataclasses
+    import itertools
+    import tempfile
+
+    from hloc_chain import reference_models, run_chain
+
+    from matchlab.images import list_images
+    from matchlab.pipeline import run_sfm
+
+    names = list_images(image_dir)
+    work = Path(tempfile.mkdtemp(prefix="matchlab_speed_"))
+    folders = (work / str(i) for i in itertools.count())
+    details: dict = {}
+
+    def reference():
+        models = reference_models(chain, args.official, args.max_keypoints)  # timed, as ours
+        details["reference"] = run_chain(models, image_dir, names, next(folders), args.long_side)
+        return details["reference"]["registered"]
+
+    def ours(precision: str):
+        conf = dataclasses.replace(
+            config, resize=args.long_side, max_keypoints=args.max_keypoints,
+            extractor_conf={**config.extractor_conf, "precision": precision},
+            matcher_conf={**config.matcher_conf, "precision": precision})
+        summary = run_sfm(image_dir, next(folders), conf, progress=False, log=lambda _: None)
+        details[precision] = {"seconds": {r["stage"]: r["seconds"] for r in summary["stages"]},
+                              "points": summary["num_points3D"]}
+        return summary["num_reg_images"]
+
+    times, out = interleaved({"reference": reference, **{
+        p: functools.partial(ours, p) for p in PRECISIONS}}, args.sfm_repeats, warm_up=False)
+    agreement = {p: f"{out[p]}/{out['reference']}" for p in PRECISIONS}
+    for key, value in details.items():
+        print(f"  {key}: {value}")
+    return report(row, times, agreement, {"images": len(names), "details": details})
+
+
 def main(argv: list[str] | None = None) -> None:
     root = Path(os.environ.get("MATCHLAB_DATASETS_MIRROR", REPO.parent / "shared" / "datasets"))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -130,8 +159,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--long-side", type=int, default=1024)
     parser.add_argument("--max-keypoints", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rows", nargs="+", default=["superpoint", "superglue", "disk", "lightglue"],
-                        choices=["superpoint", "superglue", "disk", "lightglue"])
+    parser.add_argument("--sfm-repeats", type=int, default=1,
+                        help="runs of each chain in the sfm rows (minutes each)")
+    parser.add_argument("--rows", nargs="+", choices=ROWS,
+                        default=["superpoint", "superglue", "disk", "lightglue"],
+                        help="default: the model rows; the sfm rows 'demo' and 'sfm' take "
+                        "minutes each")
     parser.add_argument("--json", type=Path, help="write the rows and the conditions here "
                         "(docs/results/speed.json: the generated table of docs/results.md)")
     args = parser.parse_args(argv)
@@ -208,6 +241,17 @@ def main(argv: list[str] | None = None) -> None:
         pair = {"image0": sides[0], "image1": sides[1]}
         rows.append(compare("LightGlue", lambda: ref_model(pair)["matches0"][0], ours,
                             lambda m: m(f0, f1).matches0, equal_matches, args.repeats))
+    if "demo" in args.rows or "sfm" in args.rows:
+        from matchlab.demo import DEMO_CONFIG
+        from matchlab.pipeline import SfMConfig
+
+        scene = root / "hloc_sacre_coeur" / "mapping"
+        if "demo" in args.rows:
+            rows.append(sfm_row("demo", "disk+lightglue", DEMO_CONFIG, args, scene))
+        if "sfm" in args.rows:
+            rows.append(sfm_row("sfm", "superpoint+superglue", SfMConfig(
+                features="superpoint", matcher="superglue",
+                matcher_conf={"weights": "outdoor"}), args, scene))
     print(f"load average at the end {os.getloadavg()[0]:.1f} (2 cores: above ~1 the ratios "
           f"are not trustworthy)")
     if args.json:  # one JSON row per table row, each with the run's conditions

@@ -22,6 +22,7 @@ from .io.gravity import read_gravity
 from .errors import OutputMismatchError, ReconstructionError
 from .extractors import DEFAULT_MAX_KEYPOINTS
 from .images import ImageError, list_images
+from .memory import IMAGES_BETWEEN_TRIMS, PAIRS_BETWEEN_TRIMS, FreedMemoryReleaser
 from .prefetch import prefetched
 from .registry import ConfigError
 from .store import FeatureStore, KeypointsView, MatchStore, MatchesView
@@ -128,6 +129,7 @@ def extract_features(image_dir: str | Path, names: Sequence[str], features_path:
             return report  # (the store closes on the way out)
         # the next images are decoded and resized while the network runs on this one
         loads = prefetched(todo, lambda name: extractor.prepare(image_dir / name))
+        release = FreedMemoryReleaser(every=IMAGES_BETWEEN_TRIMS)
         for name, image in tqdm(loads, desc="extract", unit="img", total=len(todo),
                                 disable=not progress):
             try:
@@ -139,6 +141,7 @@ def extract_features(image_dir: str | Path, names: Sequence[str], features_path:
                 continue
             store.write(name, features, as_half=as_half)
             report.done += 1
+            release.step()
     report.seconds = time.perf_counter() - start
     return report
 
@@ -247,6 +250,7 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                          cache, store, report, digests, as_half, batch_size, gravity, progress)
             report.seconds = time.perf_counter() - start
             return report
+        release = FreedMemoryReleaser(every=PAIRS_BETWEEN_TRIMS)
         with tqdm(total=len(todo), desc="match", unit="pair", disable=not progress) as bar:
             for chunk, results in matched_batches(matcher, todo, cache, batch_size, gravity):
                 for (name0, name1), result in zip(chunk, results):
@@ -256,6 +260,7 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                     report.matches += len(result)
                 report.done += len(chunk)
                 bar.update(len(chunk))
+                release.step(len(chunk))
         report.reads = cache.reads
     report.seconds = time.perf_counter() - start
     return report

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..memory import IMAGES_BETWEEN_TRIMS, PAIRS_BETWEEN_TRIMS, FreedMemoryReleaser
 from ..types import Matches
 from .executors import Executor, WorkerSpec
 from .payload import features_from_arrays, features_to_arrays
@@ -36,8 +37,10 @@ def extract_remote(executor: Executor, spec: WorkerSpec, image_dir: Path, todo: 
     """`pipeline.extract_features` for the images `todo` on the executor's workers."""
     results = executor.map(spec, "extract", todo,
                            lambda name: (name, image_source(executor, image_dir, name)))
+    release = FreedMemoryReleaser(every=IMAGES_BETWEEN_TRIMS)
     for name, (status, value) in tqdm(results, total=len(todo), desc="extract", unit="img",
                                       disable=not progress):
+        release.step()
         if status == "failed":
             report.failed[name] = value
             if log is not None:
@@ -67,9 +70,11 @@ def match_remote(executor: Executor, spec: WorkerSpec, todo: Sequence[tuple[str,
                  if gravity else None)
         return chunk, features, prior, step
 
+    release = FreedMemoryReleaser(every=PAIRS_BETWEEN_TRIMS)
     with tqdm(total=len(todo), desc="match", unit="pair", disable=not progress) as bar:
         for start, results in executor.map(spec, "match", chunks, arguments):
             chunk = todo[start:start + size]
+            release.step(len(chunk))
             for (name0, name1), (matches0, scores0) in zip(chunk, results):
                 result = Matches(torch.from_numpy(np.array(matches0)),
                                  torch.from_numpy(np.array(scores0)))

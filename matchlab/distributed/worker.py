@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import ImageError
+from ..memory import IMAGES_BETWEEN_TRIMS, PAIRS_BETWEEN_TRIMS, FreedMemoryReleaser
 from .executors import WorkerSpec
 from .payload import features_from_arrays, features_to_arrays
 
@@ -39,6 +40,8 @@ class Worker:
         self.device = torch.device(device)
         self.model = spec.build(self.device)
         self.features_path, self.cache = None, None
+        self.release_pairs = FreedMemoryReleaser(every=PAIRS_BETWEEN_TRIMS)
+        self.release_images = FreedMemoryReleaser(every=IMAGES_BETWEEN_TRIMS)
 
     def pid(self) -> int:
         """The worker's process id (a test kills it to check that tasks are retried)."""
@@ -53,6 +56,7 @@ class Worker:
         return Path(source)
 
     def extract(self, name: str, source: str | bytes) -> tuple[str, Any]:
+        self.release_images.step()
         try:
             image = self._image(source, name, self.model.grayscale)
             return "ok", features_to_arrays(self.model(image))
@@ -75,6 +79,7 @@ class Worker:
               ) -> list[tuple[np.ndarray, np.ndarray]]:
         from ..pipeline import matched_batches
 
+        self.release_pairs.step(len(pairs))
         return [(r.matches0.cpu().numpy(), r.scores0.cpu().numpy())
                 for _, results in matched_batches(self.model, pairs, self._features(features),
                                                   batch_size, gravity)

@@ -254,3 +254,43 @@ def test_summary_and_stage_lines_stay_short_at_ten_thousand_images():
     assert "... and 1980 more" in text
     line = StageReport("extract", done=8_000, failed=summary["skipped"]).line()
     assert len(line.splitlines()) == 12 and line.endswith("and 1990 more (summary.json lists all)")
+
+
+def resident_mb() -> float:
+    """The process's resident memory now (Linux), in MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trim", [True, False], ids=["released", "kept"])
+def test_matching_resident_memory_stays_flat(tmp_path, monkeypatch, trim):
+    """Resident memory, not only what Python traces: glibc kept each pair's freed distance
+    tiles in its heap, fragmented, so matching grew by ~17 kB a pair (matchlab.memory).
+    `match_pairs` gives freed memory back every 512 pairs: from pair 1,000 to pair 3,500 of
+    the street at 1,000 keypoints an image, it grows by less than 40 MB, where without the
+    release it grows by more (the "kept" case checks that the test can tell them apart)."""
+    from matchlab import memory
+
+    if memory._malloc_trim() is None:
+        pytest.fail("no malloc_trim: this test expects Linux with glibc (as CI)")
+    if not trim:
+        monkeypatch.setattr(memory, "_malloc_trim", lambda: None)
+    scale = load_benchmark()
+    rng = np.random.default_rng(3)
+    names, centres, _ = scale.write_scene(300, tmp_path, rng)
+    pairs, _ = scale.scene_pairs(names, centres, rng)
+    pairs = [pairs[i] for i in visit_order(pairs)][:3500]
+    matcher = load_matcher("nn", ratio_threshold=0.8)
+    match_pairs(pairs[:1000], tmp_path / "features.h5", tmp_path / "matches.h5", matcher,
+                progress=False)
+    after_1000 = resident_mb()
+    match_pairs(pairs, tmp_path / "features.h5", tmp_path / "matches.h5", matcher,
+                progress=False)
+    grown = resident_mb() - after_1000
+    print(f"trim {trim}: resident memory {after_1000:.0f} MB after 1,000 pairs, "
+          f"+{grown:.0f} MB after 3,500")
+    if trim:
+        assert grown < 40
+    else:
+        assert grown > 40
