@@ -2,6 +2,8 @@
 
     python benchmarks/scale.py --sizes 250 1000 [--mapper global] [--work /tmp/scale] \
         [--json docs/results/scale_street.json] [--no-map]
+    python benchmarks/scale.py --sizes 4000 --map-only --work /tmp/scale --json ...
+        # maps the verified database a --no-map run left in --work; its row gets the map stage
 
 A street of 3D points on two facades (with some relief, so the scene is not two planes), N
 cameras walking down it with known poses and one shared pinhole camera. Each image sees its

@@ -76,12 +76,32 @@ def distributed_table(rows: Sequence[dict]) -> str:
 
 def speed_table(rows: Sequence[dict]) -> str:
     """benchmarks/speed.py --json: per row the reference's ms and ours in float32 and
-    bfloat16 (ms, reference / ours, agreement with the reference), and the load."""
+    bfloat16 (ms, reference / ours, agreement with the reference; for the sfm rows the
+    registered images, ours / the reference's), and the load."""
     head = ["row", "reference ms", "matchlab float32 ms (ratio, agree)",
             "matchlab bfloat16 ms (ratio, agree)", "load"]
     out = []
+
+    def agree(value) -> str:  # a fraction, or the sfm rows' "ours/reference" registered
+        return f"{100 * value:.1f} %" if isinstance(value, float) else f"{value} registered"
+
     for r in rows:
         cells = [f"{r[f'{p}_ms']:.0f} ({r['reference_ms'] / r[f'{p}_ms']:.2f}x, "
-                 f"{100 * r[f'{p}_agree']:.1f} %)" for p in ("float32", "bfloat16")]
+                 f"{agree(r[f'{p}_agree'])})" for p in ("float32", "bfloat16")]
         out.append([r["row"], f"{r['reference_ms']:.0f}", *cells, f"{r['load']:.1f}"])
+    return render(head, out)
+
+
+def speed_stages_table(rows: Sequence[dict]) -> str:
+    """benchmarks/speed.py --json, its sfm rows: seconds per stage of each chain (the
+    reference's database import and verification are one stage, as ours), and 3D points."""
+    head = ["row", "chain", "extract s", "match s", "database + verify s", "map s", "points"]
+    out = []
+    for r in rows:
+        for chain, d in r.get("details", {}).items():
+            s = d["seconds"]
+            out.append([r["row"], "reference" if chain == "reference" else f"matchlab {chain}",
+                        f"{s['extract']:.1f}", f"{s['match']:.1f}",
+                        f"{s.get('verify', s.get('database', 0.0)):.1f}", f"{s['map']:.1f}",
+                        str(d["points"])])
     return render(head, out)

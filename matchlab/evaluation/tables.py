@@ -26,7 +26,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from .benchmark_tables import distributed_table, scale_table, speed_table
+from .benchmark_tables import (distributed_table, scale_table, speed_stages_table,
+                               speed_table)
 from .render import render
 
 # ------------------------------------------------------------------ one run's results
@@ -357,6 +358,7 @@ DOC_TABLES: dict[str, Callable[[Runs], str]] = {
     "scale": lambda runs: scale_table(runs.get("scale_street", [])),
     "distributed": lambda runs: distributed_table(runs.get("distributed", [])),
     "speed": lambda runs: speed_table(runs.get("speed", [])),
+    "speed-stages": lambda runs: speed_stages_table(runs.get("speed", [])),
     "precision": _precision,
     "affineglue-vs-ransac": _affineglue_vs_ransac,
     "affineglue-sift": _affineglue_sift,
