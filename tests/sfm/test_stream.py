@@ -263,19 +263,18 @@ def resident_mb() -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("trim", [True, False], ids=["released", "kept"])
-def test_matching_resident_memory_stays_flat(tmp_path, monkeypatch, trim):
+def test_matching_resident_memory_stays_flat(tmp_path):
     """Resident memory, not only what Python traces: glibc kept each pair's freed distance
     tiles in its heap, fragmented, so matching grew by ~17 kB a pair (matchlab.memory).
     `match_pairs` gives freed memory back every 512 pairs: from pair 1,000 to pair 3,500 of
-    the street at 1,000 keypoints an image, it grows by less than 40 MB, where without the
-    release it grows by more (the "kept" case checks that the test can tell them apart)."""
+    the street at 1,000 keypoints an image, it grows by less than 40 MB (measured: -14 MB;
+    without the release +100 MB in a process that had matched before, but whether it grows
+    without the release depends on the heap the earlier tests left: 4 MB in the suite, so
+    that case is not asserted here)."""
     from matchlab import memory
 
     if memory._malloc_trim() is None:
         pytest.fail("no malloc_trim: this test expects Linux with glibc (as CI)")
-    if not trim:
-        monkeypatch.setattr(memory, "_malloc_trim", lambda: None)
     scale = load_benchmark()
     rng = np.random.default_rng(3)
     names, centres, _ = scale.write_scene(300, tmp_path, rng)
@@ -288,9 +287,5 @@ def test_matching_resident_memory_stays_flat(tmp_path, monkeypatch, trim):
     match_pairs(pairs, tmp_path / "features.h5", tmp_path / "matches.h5", matcher,
                 progress=False)
     grown = resident_mb() - after_1000
-    print(f"trim {trim}: resident memory {after_1000:.0f} MB after 1,000 pairs, "
-          f"+{grown:.0f} MB after 3,500")
-    if trim:
-        assert grown < 40
-    else:
-        assert grown > 40
+    print(f"resident memory {after_1000:.0f} MB after 1,000 pairs, +{grown:.0f} MB after 3,500")
+    assert grown < 40
