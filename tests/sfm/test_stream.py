@@ -269,7 +269,7 @@ def test_matching_resident_memory_stays_flat(tmp_path):
     `match_pairs` gives freed memory back every 512 pairs: from pair 1,000 to pair 3,500 of
     the street at 1,000 keypoints an image, it grows by less than 40 MB (measured: -14 MB;
     without the release +100 MB in a process that had matched before, but whether it grows
-    without the release depends on the heap the earlier tests left: 4 MB in the suite, so
+    without the release depends on the heap the earlier tests left: -4 MB in the suite, so
     that case is not asserted here)."""
     from matchlab import memory
 
