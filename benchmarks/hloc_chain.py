@@ -5,10 +5,11 @@ hloc's scripts chain it, with the reference models and pycolmap, none of matchla
               extractor, keypoints scaled back to the original pixels, features.h5
     pairs     exhaustive
     match     pair by pair: both feature sets read from features.h5, the reference matcher,
-              matches0 / matching_scores0 written to matches.h5 under "name0/name1"
-    map       pycolmap: import_images (one SIMPLE_RADIAL camera per image, CameraMode.AUTO),
+              matches0 written to matches.h5 under "name0/name1"
+    database  pycolmap: import_images (one SIMPLE_RADIAL camera per image, CameraMode.AUTO),
               keypoints + 0.5, matches, verify_matches (20,000 trials, inlier ratio >= 0.1,
-              hloc's setting), incremental_mapping on min(cores, 16) threads, largest model
+              hloc's setting)
+    map       incremental_mapping on min(cores, 16) threads, the largest model
 
 The reference models (`reference_models`): the official SuperPoint and SuperGlue code from a
 folder the user gives (see speed.py), or kornia's DISK and LightGlue. Only matchlab's weight
@@ -198,7 +199,7 @@ def run_chain(models: ReferenceModels, image_dir: Path, names: list[str], work: 
     (work / "pairs.txt").write_text("".join(f"{a} {b}\n" for a, b in pairs))
     pycolmap.verify_matches(database, work / "pairs.txt", options={
         "ransac": {"max_num_trials": 20000, "min_inlier_ratio": 0.1}})
-    seconds["verify"] = time.perf_counter() - start
+    seconds["database"] = time.perf_counter() - start  # import + verification, as matchlab's
     start = time.perf_counter()
     models_dir = work / "models"
     models_dir.mkdir()

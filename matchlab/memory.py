@@ -26,7 +26,8 @@ class FreedMemoryReleaser:
     loop grew with the number of pairs: by ~17 kB a pair on a 4,000-image synthetic street
     (`benchmarks/scale.py`), and a 10,000-image run had 2.4 of its 2.7 GB of heap free, in
     53,000 pieces. Trimming every 512 pairs kept 12,000 pairs of that street at 342 MB
-    instead of 940 MB, at the same speed (122 s against 116 s).
+    instead of 940 MB in about the same time (122 s against 116 s: one run each, one after
+    the other, load about 2, the runs' own two threads).
     """
 
     def __init__(self, every: int) -> None:
