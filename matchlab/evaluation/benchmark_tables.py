@@ -75,10 +75,11 @@ def distributed_table(rows: Sequence[dict]) -> str:
 
 
 def speed_table(rows: Sequence[dict]) -> str:
-    """benchmarks/speed.py --json: per row the reference's ms and ours in float32 and
-    bfloat16 (ms, reference / ours, agreement with the reference; for the sfm rows the
-    registered images, ours / the reference's), and the load."""
-    head = ["row", "reference ms", "matchlab float32 ms (ratio, agree)",
+    """benchmarks/speed.py --json: per row the keypoints it had (model rows; rows written
+    before they were recorded: "-"), the reference's ms and ours in float32 and bfloat16
+    (ms, reference / ours, agreement with the reference; for the sfm rows the registered
+    images, ours / the reference's), and the load."""
+    head = ["row", "keypoints", "reference ms", "matchlab float32 ms (ratio, agree)",
             "matchlab bfloat16 ms (ratio, agree)", "load"]
     out = []
 
@@ -88,7 +89,8 @@ def speed_table(rows: Sequence[dict]) -> str:
     for r in rows:
         cells = [f"{r[f'{p}_ms']:.0f} ({r['reference_ms'] / r[f'{p}_ms']:.2f}x, "
                  f"{agree(r[f'{p}_agree'])})" for p in ("float32", "bfloat16")]
-        out.append([r["row"], f"{r['reference_ms']:.0f}", *cells, f"{r['load']:.1f}"])
+        out.append([r["row"], r.get("keypoints", "-"), f"{r['reference_ms']:.0f}", *cells,
+                    f"{r['load']:.1f}"])
     return render(head, out)
 
 

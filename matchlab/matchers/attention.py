@@ -183,7 +183,12 @@ class DerivedWeights:
     ``get(module, dtype, derive)`` returns ``derive(dtype)``, computed again only when a
     parameter or buffer of ``module`` was replaced or modified in place (``load_state_dict``,
     ``.to``, optimiser steps) or ``dtype`` / the device changed. ``key`` identifies the
-    current derivation (other caches built on it can compare keys)."""
+    current derivation (other caches built on it can compare keys).
+
+    A model built under ``torch.inference_mode`` has inference-tensor parameters, which have
+    no version counter: for those only a replaced tensor is noticed (they can be changed in
+    place only inside inference mode; ``load_state_dict`` outside it replaces nothing and
+    raises)."""
 
     def __init__(self) -> None:
         self.value: Any = None
@@ -193,7 +198,8 @@ class DerivedWeights:
     def state_key(module: nn.Module, dtype: torch.dtype) -> tuple:
         tensors = list(module.parameters()) + list(module.buffers())
         device = tensors[0].device if tensors else None
-        return (dtype, device) + tuple((t.data_ptr(), t._version) for t in tensors)
+        return (dtype, device) + tuple(
+            (t.data_ptr(), -1 if t.is_inference() else t._version) for t in tensors)
 
     def get(self, module: nn.Module, dtype: torch.dtype, derive: Callable[[torch.dtype], Any]) -> Any:
         key = self.state_key(module, dtype)

@@ -38,6 +38,22 @@ def test_every_matcher_declares_the_contract(name):
     assert caps.verifies_geometry <= bool(caps.estimates)  # verified matches need a model
 
 
+@pytest.mark.parametrize("name,conf,features", [
+    ("superglue", {"weights": "outdoor"}, "superpoint"),
+    ("lightglue", {"for_features": "disk"}, "disk")])
+def test_a_model_built_under_inference_mode_matches_alike(name, conf, features, datasets_root):
+    """Built inside `torch.inference_mode` its parameters are inference tensors (no version
+    counter); its derived weights must still work, and give the same matches."""
+    extractor = load_extractor(features, max_keypoints=512, resize=480)
+    f0, f1 = (extractor(datasets_root / GRAF / f"img{i}.png") for i in (1, 2))
+    with torch.inference_mode():
+        inside = load_matcher(name, **conf)
+        got = inside(f0, f1)
+    want = load_matcher(name, **conf)(f0, f1)
+    assert (got.matches0 > -1).sum() > 50
+    assert torch.equal(got.matches0, want.matches0)
+
+
 def test_affineglue_narrows_its_capabilities_to_its_options():
     ag = load_matcher("affineglue", affines="neighbours", model="essential")
     assert ag.capabilities.estimates == ("essential",) and not ag.capabilities.needs_frames

@@ -5,7 +5,10 @@ and imported in bounded memory (benchmarks/scale.py's scene)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sqlite3
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -256,21 +259,44 @@ def test_summary_and_stage_lines_stay_short_at_ten_thousand_images():
     assert len(line.splitlines()) == 12 and line.endswith("and 1990 more (summary.json lists all)")
 
 
-def resident_mb() -> float:
-    """The process's resident memory now (Linux), in MB."""
+# Runs in a fresh process: matches pairs[:1000], then pairs[:3500] of a street whose features
+# and ordered pairs the test wrote, and prints the resident memory grown in between (MB).
+# argv: folder, "release" | "keep" (no periodic trim), "reuse" | "default" (allocator).
+_RESIDENT_GROWTH = """
+import json, sys
+from pathlib import Path
+from matchlab import memory, pipeline
+from matchlab.registry import load_matcher
+
+folder, trims, allocator = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+if allocator == "reuse":
+    assert memory.reuse_freed_memory()
+if trims == "keep":
+    pipeline.PAIRS_BETWEEN_TRIMS = 10**9
+pairs = [tuple(p) for p in json.loads((folder / "pairs.json").read_text())]
+matches = folder / f"matches-{trims}-{allocator}.h5"
+
+def resident_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
+
+matcher = load_matcher("nn", ratio_threshold=0.8)
+pipeline.match_pairs(pairs[:1000], folder / "features.h5", matches, matcher, progress=False)
+after_1000 = resident_mb()
+pipeline.match_pairs(pairs, folder / "features.h5", matches, matcher, progress=False)
+print(resident_mb() - after_1000)
+"""
 
 
 @pytest.mark.slow
 def test_matching_resident_memory_stays_flat(tmp_path):
     """Resident memory, not only what Python traces: glibc kept each pair's freed distance
     tiles in its heap, fragmented, so matching grew by ~17 kB a pair (matchlab.memory).
-    `match_pairs` gives freed memory back every 512 pairs: from pair 1,000 to pair 3,500 of
-    the street at 1,000 keypoints an image, it grows by less than 40 MB (measured: -14 MB;
-    without the release +100 MB in a process that had matched before, but whether it grows
-    without the release depends on the heap the earlier tests left: -4 MB in the suite, so
-    that case is not asserted here)."""
+    `match_pairs` gives freed memory back every 512 pairs. Each case runs in a fresh process
+    (a warm process's heap hides the growth): from pair 1,000 to pair 3,500 of the street at
+    1,000 keypoints an image, resident memory grows by less than 40 MB with the release,
+    with the default allocator and with the one the `matchlab` command uses
+    (`reuse_freed_memory`), and by more than 60 MB without the release."""
     from matchlab import memory
 
     if memory._malloc_trim() is None:
@@ -280,12 +306,16 @@ def test_matching_resident_memory_stays_flat(tmp_path):
     names, centres, _ = scale.write_scene(300, tmp_path, rng)
     pairs, _ = scale.scene_pairs(names, centres, rng)
     pairs = [pairs[i] for i in visit_order(pairs)][:3500]
-    matcher = load_matcher("nn", ratio_threshold=0.8)
-    match_pairs(pairs[:1000], tmp_path / "features.h5", tmp_path / "matches.h5", matcher,
-                progress=False)
-    after_1000 = resident_mb()
-    match_pairs(pairs, tmp_path / "features.h5", tmp_path / "matches.h5", matcher,
-                progress=False)
-    grown = resident_mb() - after_1000
-    print(f"resident memory {after_1000:.0f} MB after 1,000 pairs, +{grown:.0f} MB after 3,500")
-    assert grown < 40
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+
+    def growth(trims: str, allocator: str) -> float:
+        out = subprocess.run([sys.executable, "-c", _RESIDENT_GROWTH, str(tmp_path), trims,
+                              allocator], capture_output=True, text=True, check=True, cwd=REPO)
+        return float(out.stdout.split()[-1])
+
+    grown = {case: growth(*case) for case in
+             [("release", "default"), ("release", "reuse"), ("keep", "default")]}
+    print("resident memory grown from pair 1,000 to 3,500 (MB):", grown)
+    assert grown["release", "default"] < 40
+    assert grown["release", "reuse"] < 40
+    assert grown["keep", "default"] > 60
