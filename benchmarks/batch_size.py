@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--json", type=Path, help="add the rows to this file (rows of the same "
+                        "matcher, keypoints and batch size are replaced; docs/results/"
+                        "batch_size.json: the generated table of docs/results.md)")
     args = parser.parse_args(argv)
     reuse_freed_memory()
     folder = root / "hloc_sacre_coeur" / "mapping"
@@ -94,12 +96,16 @@ def main(argv: list[str] | None = None) -> None:
                              "batch_size": b, "ms_per_pair": ms, "activation_mb": mb})
     load_end = os.getloadavg()[0]
     print(f"load average at the end {load_end:.1f}")
-    if args.json:
+    if args.json:  # one JSON row per table cell, each with its run's conditions
+        conditions = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+                      "threads": torch.get_num_threads(), "pairs": args.pairs,
+                      "repeats": args.repeats, "load_start": load_start, "load_end": load_end}
+        key = lambda r: (r["matcher"], r["keypoints"], r["batch_size"])  # noqa: E731
+        new = {key(r): {**r, **conditions} for r in rows}
+        old = json.loads(args.json.read_text()) if args.json.exists() else []
+        kept = [r for r in old if key(r) not in new]
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"conditions": {
-            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "pairs": args.pairs, "repeats": args.repeats,
-            "load_start": load_start, "load_end": load_end}, "rows": rows}, indent=1) + "\n")
+        args.json.write_text(json.dumps(sorted(kept + list(new.values()), key=key), indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ class StageReport:
     seconds: float = 0.0
     matches: int = 0  # match stage: matches written in this run
     reads: int = 0  # match stage: images whose features were read from disk
+    batch_size: int = 0  # match stage: pairs per match_batch call
 
     def line(self, limit: int = 10) -> str:
         """One line, plus one per failed item (the first `limit`, then a count)."""
@@ -193,6 +194,20 @@ def matched_batches(matcher: Matcher, pairs: Sequence[tuple[str, str]], features
             gravity=[(gravity.get(a), gravity.get(b)) for a, b in chunk] if gravity else None)
 
 
+def resolve_batch_size(batch_size: int | str, matcher: Matcher,
+                       pairs: Sequence[tuple[str, str]], features) -> int:
+    """`batch_size` itself, or for "auto" `matcher.batch_size_for` the mean keypoint count
+    of the first (at most 32) images of `pairs`, read through `features` ({name: Features})."""
+    if batch_size != "auto":
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be 'auto' or an int >= 1, got {batch_size!r}")
+        return batch_size
+    names = list(dict.fromkeys(n for pair in pairs[:32] for n in pair))[:32]
+    if not names:
+        return matcher.batch_size_for(0)
+    return matcher.batch_size_for(sum(len(features[n]) for n in names) / len(names))
+
+
 def check_gravity(matcher: Matcher, gravity: dict | None) -> None:
     """ConfigError when per-image gravity is given to a matcher without a gravity prior."""
     if gravity and not matcher.capabilities.uses_gravity:
@@ -202,7 +217,7 @@ def check_gravity(matcher: Matcher, gravity: dict | None) -> None:
 
 def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
                 matches_path: str | Path, matcher: Matcher,
-                progress: bool = True, batch_size: int = 8, as_half: bool = False,
+                progress: bool = True, batch_size: int | str = "auto", as_half: bool = False,
                 device=None, record: dict | None = None,
                 gravity: dict[str, Any] | None = None, executor: Executor | None = None
                 ) -> StageReport:
@@ -214,7 +229,9 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
     fall back to the matcher's default (upright). Giving it to another matcher is a ValueError.
 
     The matcher's `match_batch` gets `batch_size` pairs at a time (its results equal
-    pair-by-pair matching). The same Features object is passed for an image that occurs in
+    pair-by-pair matching); "auto": `matcher.batch_size_for` the mean keypoint count of the
+    first images to match (at most 32), e.g. SuperGlue one pair of 2,048 keypoints a call,
+    LightGlue four (report.batch_size says which). The same Features object is passed for an image that occurs in
     several pairs of a batch, so a matcher may cache per-image work by identity.
 
     executor: run the matcher (a registry model) on its workers (matchlab.distributed);
@@ -236,6 +253,7 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
         report.already = len(pairs) - len(todo)
         todo = [todo[i] for i in visit_order(todo)]  # each image read about once
         cache = _FeatureCache(features, device=device)
+        batch_size = report.batch_size = resolve_batch_size(batch_size, matcher, todo, cache)
         if todo and matcher.capabilities.needs_frames and cache[todo[0][0]].lafs is None:
             raise ConfigError(
                 f"{type(matcher).__name__} needs local affine frames and {features_path} has none "
@@ -316,6 +334,8 @@ class SfMConfig:
     # RANSAC trials only where they can pay (sfm.verification.plan_budget); off: COLMAP's
     # verification with verify_options for every pair (measured in docs/usage.md)
     verify_budget: bool = False
+    # pairs per matcher call: "auto" (from the keypoint counts, Matcher.batch_size_for) or N
+    batch_size: int | str = "auto"
 
 
 # A fixed seed and one thread make a run repeatable: COLMAP's mapper is random, and with
@@ -391,6 +411,7 @@ def run_sfm(image_dir: str | Path, output_dir: str | Path, config: SfMConfig | N
     write_pairs_file(output_dir / "pairs.txt", pairs)
     reports.append(match_pairs(pairs, output_dir / "features.h5", output_dir / "matches.h5",
                                matcher, progress=progress, device=device,
+                               batch_size=config.batch_size,
                                record=model_record(config.matcher, matcher),
                                gravity=gravity, executor=executor))
 

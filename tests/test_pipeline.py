@@ -198,3 +198,35 @@ def test_eval_homography_cli_on_graf(tmp_path, capsys):
     assert 0.22 < results[0]["precision@3px"] < 0.45
     assert results[0]["auc@5px"] > 0.28 and results[1]["auc@5px"] > 0.35
     assert "| sift+nn | oxford_graf | lo-ransac |" in printed
+
+
+def test_auto_batch_size_follows_the_keypoint_counts():
+    """--batch-size auto: the pairs a call that benchmarks/batch_size.py found worth it for
+    the mean keypoint count of the first images (SuperGlue gains nothing from padded
+    batches at 2,048 keypoints, LightGlue's packed passes hold 16,384 keypoints)."""
+    import torch
+
+    from matchlab.errors import ConfigError
+    from matchlab.pipeline import resolve_batch_size
+    from matchlab.registry import load_matcher
+    from matchlab.types import Features
+
+    def scene(n: int) -> tuple[list, dict]:
+        feats = {f"{i}.jpg": Features(torch.rand(n, 2), torch.rand(n, 256), torch.rand(n), (640, 480))
+                 for i in range(4)}
+        return [("0.jpg", "1.jpg"), ("1.jpg", "2.jpg"), ("2.jpg", "3.jpg")], feats
+
+    superglue = load_matcher("superglue", weights=None)
+    lightglue = load_matcher("lightglue", features="superpoint", weights=None)
+    nn = load_matcher("nn")
+    expected = {(superglue, 2048): 1, (superglue, 1024): 2, (superglue, 512): 4,
+                (lightglue, 4096): 2, (lightglue, 2048): 4, (lightglue, 512): 16,
+                (lightglue, 256): 16, (nn, 2048): 8}
+    for (matcher, n), size in expected.items():
+        pairs, feats = scene(n)
+        assert resolve_batch_size("auto", matcher, pairs, feats) == size, (type(matcher), n)
+    assert resolve_batch_size(3, superglue, *scene(2048)) == 3
+    assert resolve_batch_size("auto", lightglue, [], {}) == 16  # nothing to match
+    for bad in (0, "many", True):
+        with pytest.raises(ConfigError, match="batch_size"):
+            resolve_batch_size(bad, nn, *scene(10))

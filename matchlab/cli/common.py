@@ -182,6 +182,27 @@ def add_matcher_arguments(p: argparse.ArgumentParser, default: str = "nn") -> No
                    help="matcher options, e.g. ratio_threshold=0.8 mutual_check=true")
 
 
+def batch_size_value(text: str) -> int | str:
+    """--batch-size: "auto" or a positive int."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text!r}")
+    return value
+
+
+def add_batch_size_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=batch_size_value, default="auto", metavar="N|auto",
+                   help="pairs per matcher call (speed and memory only, never results). "
+                        "auto (default): from the keypoint counts, as many pairs as the "
+                        "matcher's batched pass measurably gains from (SuperGlue: 1 pair of "
+                        "2,048 keypoints, LightGlue: 4; pair-by-pair matchers: 8)")
+
+
 def add_precision_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=None,
                    help="dtype of the networks' heavy layers, for every model this command "

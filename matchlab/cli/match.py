@@ -5,9 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import (EXIT_OK, Command, add_device_argument, add_executor_arguments,
-                     add_gravity_argument, add_matcher_arguments, add_precision_argument,
-                     add_shard_argument, list_names, make_executor_from_args, parse_conf,
+from .common import (EXIT_OK, Command, add_batch_size_argument, add_device_argument,
+                     add_executor_arguments, add_gravity_argument, add_matcher_arguments,
+                     add_precision_argument, add_shard_argument, list_names, make_executor_from_args, parse_conf,
                      print_summary, read_gravity_option, resolve_device, with_precision)
 from ..errors import UsageError
 
@@ -19,6 +19,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
                         "file; blank lines and lines starting with # are ignored)")
     p.add_argument("output", type=Path, help="matches file (hloc layout); resumed if it exists")
     add_matcher_arguments(p)
+    add_batch_size_argument(p)
     p.add_argument("--skip-missing", action="store_true",
                    help="report and skip pairs naming an image absent from the features file "
                         "(by default such a pairs file is refused before any matching)")
@@ -102,11 +103,12 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     with make_executor_from_args(args) as executor:
         report = match_pairs(unique, args.features, args.output, matcher.to(device),
-                             as_half=args.as_half, device=device,
+                             batch_size=args.batch_size, as_half=args.as_half, device=device,
                              record=model_record(args.matcher, matcher), gravity=gravity,
                              executor=executor)
     rows = [("matched", report.done, f"in {report.seconds:.1f} s, "
-                                     f"{report.matches / max(report.done, 1):.0f} matches per pair"),
+                                     f"{report.matches / max(report.done, 1):.0f} matches per pair, "
+                                     f"{report.batch_size} pairs a call"),
             ("skipped", report.already, f"already in {args.output}" if report.already else "")]
     if duplicates or self_pairs:
         rows.append(("ignored", duplicates + self_pairs,

@@ -5,9 +5,9 @@ import argparse
 from pathlib import Path
 
 from ..extractors import DEFAULT_MAX_KEYPOINTS
-from .common import (EXIT_ERROR, EXIT_OK, Command, add_device_argument, add_executor_arguments,
-                     add_extractor_arguments, add_gravity_argument, add_matcher_arguments,
-                     add_precision_argument, image_names, make_executor_from_args,
+from .common import (EXIT_ERROR, EXIT_OK, Command, add_batch_size_argument, add_device_argument,
+                     add_executor_arguments, add_extractor_arguments, add_gravity_argument,
+                     add_matcher_arguments, add_precision_argument, image_names, make_executor_from_args,
                      output_folder, parse_conf, read_gravity_option, resolve_device,
                      with_precision)
 from ..errors import UsageError
@@ -35,6 +35,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(_sfm_parser=p)  # --extend tells the options given from the defaults
     add_extractor_arguments(p, max_keypoints=DEFAULT_MAX_KEYPOINTS)
     add_matcher_arguments(p)
+    add_batch_size_argument(p)
     p.add_argument("--resize", type=int, default=1024,
                    help="resize so that the long side is at most N px (0: keep the size)")
     p.add_argument("--pairs", default="exhaustive", metavar="SPEC", help=SPEC_FORMS)
@@ -163,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
                                       "extractor", args.features),
         mapper_options=parse_conf(args.mapper_options, "--mapper-options"),
         verify_options=parse_conf(args.verify_options, "--verify-options"),
-        verify_budget=args.verify_budget,
+        verify_budget=args.verify_budget, batch_size=args.batch_size,
         gravity_file=str(args.gravity) if args.gravity else None)
     if args.max_keypoints is not None:
         config.max_keypoints = args.max_keypoints

@@ -1,4 +1,4 @@
-"""Tables of the scripts in benchmarks/ (scale, distributed, speed) from their JSON rows; the
+"""Tables of the scripts in benchmarks/ (scale, distributed, speed, batch size) from their JSON rows; the
 documentation's table blocks name them (`tables.DOC_TABLES`)."""
 from __future__ import annotations
 
@@ -106,4 +106,25 @@ def speed_stages_table(rows: Sequence[dict]) -> str:
                         f"{s['extract']:.1f}", f"{s['match']:.1f}",
                         f"{s['database']:.1f}", f"{s['map']:.1f}",
                         str(d["points"])])
+    return render(head, out)
+
+
+def batch_size_table(rows: Sequence[dict]) -> str:
+    """benchmarks/batch_size.py's rows: per matcher and keypoint count, ms a pair at each
+    batch size (and relative to the smallest), the batch `--batch-size auto` picks
+    (`Matcher.batch_size_for`, from the registry's classes) and the load (start / end)."""
+    from ..registry import resolve
+
+    sizes = sorted({r["batch_size"] for r in rows})
+    head = ["matcher", "keypoints", *(f"batch {b} ms" for b in sizes), "auto picks", "load"]
+    by = {(r["matcher"], r["keypoints"], r["batch_size"]): r for r in rows}
+    out = []
+    for matcher, n in dict.fromkeys((r["matcher"], r["keypoints"]) for r in rows):
+        cells = [by.get((matcher, n, b)) for b in sizes]
+        base = next(c for c in cells if c)["ms_per_pair"]
+        auto = resolve("matcher", matcher).batch_size_for(n)
+        first = next(c for c in cells if c)
+        out.append([matcher, str(n), *(f"{c['ms_per_pair']:.0f} ({c['ms_per_pair'] / base:.2f}x)"
+                                       if c else "-" for c in cells), str(auto),
+                    f"{first['load_start']:.1f} / {first['load_end']:.1f}"])
     return render(head, out)

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from .benchmark_tables import (distributed_table, scale_table, speed_stages_table,
+from .benchmark_tables import (batch_size_table, distributed_table, scale_table, speed_stages_table,
                                speed_table)
 from .render import render
 
@@ -359,6 +359,7 @@ DOC_TABLES: dict[str, Callable[[Runs], str]] = {
     "distributed": lambda runs: distributed_table(runs.get("distributed", [])),
     "speed": lambda runs: speed_table(runs.get("speed", [])),
     "speed-stages": lambda runs: speed_stages_table(runs.get("speed", [])),
+    "batch-size": lambda runs: batch_size_table(runs.get("batch_size", [])),
     "precision": _precision,
     "affineglue-vs-ransac": _affineglue_vs_ransac,
     "affineglue-sift": _affineglue_sift,

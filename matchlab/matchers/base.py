@@ -6,9 +6,11 @@
     matcher.capabilities                                      a `MatcherCapabilities` record
     type(matcher).result_neutral_options                      options that change speed only
     matcher.conf["precision"], matcher.compute_dtype()        see matchlab.precision
+    matcher.batch_size_for(mean_keypoints) -> int             pairs per match_batch call
 
 A new matcher subclasses `Matcher`, declares `default_conf`, `capabilities`,
 `result_neutral_options` and `precisions` (when it computes in more than float32),
+`keypoints_per_call` (when it batches pairs in one pass),
 implements `forward(feats0, feats1) -> Matches` (or overrides `match_batch` and makes `forward` call it) and `candidates` (or overrides `match_candidates`
 when one pass gives both), and gets one line in `matchlab.registry.MATCHERS`.
 """
@@ -24,6 +26,8 @@ from ..precision import PrecisionOption
 from ..types import Features, Matches
 
 Pair = tuple[Features, Features]
+DEFAULT_BATCH_SIZE = 8
+MAX_BATCH_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,23 @@ class Matcher(PrecisionOption):
     matcher that needs frames only in one mode) sets its own record in `__init__`.
     `result_neutral_options` (declared on `Configurable`) are left out of the record that
     output files keep, so changing them never makes a file's results look foreign.
+    `keypoints_per_call`: how many keypoints (both images of every pair, summed) one batched
+    pass should hold: past it batching gained nothing and only took memory
+    (benchmarks/batch_size.py); None for a matcher that works pair by pair.
     """
+
+    keypoints_per_call: ClassVar[int | None] = None
+
+    @classmethod
+    def batch_size_for(cls, mean_keypoints: float) -> int:
+        """Pairs per `match_batch` call for images of `mean_keypoints` keypoints on average
+        (`--batch-size auto`): keypoints_per_call / (2 x mean_keypoints), within 1 and
+        MAX_BATCH_SIZE; DEFAULT_BATCH_SIZE for a matcher that works pair by pair (the batch
+        then only sets how many results are written at once)."""
+        if cls.keypoints_per_call is None:
+            return DEFAULT_BATCH_SIZE
+        fits = int(cls.keypoints_per_call // max(2.0 * float(mean_keypoints), 1.0))
+        return max(1, min(MAX_BATCH_SIZE, fits))
 
     capabilities: ClassVar[MatcherCapabilities] = MatcherCapabilities()
 

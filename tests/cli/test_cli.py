@@ -80,6 +80,7 @@ def test_match_end_to_end_with_ground_truth(workspace, extracted, datasets_root,
                  "--matcher-conf", "ratio_threshold=0.9"]) == 0
     out = capsys.readouterr().out
     assert "matched" in out and "repeated" in out
+    assert "8 pairs a call" in out  # --batch-size auto: mutual NN works pair by pair
     H = np.loadtxt(datasets_root / "oxford_graf" / "H1to2p")
     with FeatureStore(extracted, mode="r") as store, MatchStore(matches, mode="r") as ms:
         assert ("graf/img2.png", "graf/img1.png") in ms and ("graf/img1.png", "graf/img3.png") in ms
@@ -94,9 +95,15 @@ def test_match_end_to_end_with_ground_truth(workspace, extracted, datasets_root,
     pairs.write_text(pairs.read_text() + "graf/img3.png sacre_coeur1.jpg\n")
     capsys.readouterr()
     assert main(["match", str(extracted), str(pairs), str(matches),
-                 "--matcher-conf", "ratio_threshold=0.9"]) == 0
+                 "--matcher-conf", "ratio_threshold=0.9", "--batch-size", "2"]) == 0
     out = capsys.readouterr().out
-    assert count(out, "matched") == 1 and count(out, "skipped") == 2
+    assert count(out, "matched") == 1 and count(out, "skipped") == 2  # batch size is neutral
+    assert "2 pairs a call" in out
+    for bad in ("0", "many"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["match", str(extracted), str(pairs), str(matches), "--batch-size", bad])
+        assert exit_info.value.code == 2
+        assert "--batch-size: must be 'auto' or a positive integer" in capsys.readouterr().err
 
 
 def test_match_refuses_pairs_naming_missing_images(workspace, extracted, capsys):

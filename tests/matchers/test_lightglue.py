@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from matchlab import Features, load_extractor, load_matcher
+from matchlab.errors import ConfigError
 from matchlab.geometry.primitives.homography import reprojection_errors
 from matchlab.geometry.laf import scale_ori_from_lafs
 from matchlab.matchers.attention import rotate_half_rows
@@ -275,6 +276,31 @@ def test_batch_equals_single(disk_feats):
         assert mb.extras["stop"] == ms.extras["stop"]
         stops.add(ms.extras["stop"])
     assert len(stops) > 1  # pairs really exit at different layers inside one batch
+
+
+@pytest.mark.slow
+def test_auto_batch_packs_pairs_by_keypoints(disk_feats):
+    """batch_size "auto" packs consecutive pairs while their keypoints fit in
+    keypoints_per_call (each pass at least one pair); results equal one pair at a time."""
+    f = disk_feats
+    pairs = [(f["graf1"], f["graf2"]), (f["graf1"], f["graf3"]),
+             (f["graf2"].subset(torch.arange(100)), f["graf3"]), (f["sc1"], f["sc2"])]
+    sizes = [len(a) + len(b) for a, b in pairs]
+    model = LightGlue(features="disk")
+    assert model.conf["batch_size"] == "auto"
+    assert sizes == [2048, 2048, 1124, 2048]
+    model.keypoints_per_call = 4095  # two pairs of 2,048 do not fit; 2,048 + 1,124 do
+    assert model._packs(list(range(len(pairs))), pairs) == [[0], [1, 2], [3]]
+    auto = model.match_batch(pairs)
+    single = LightGlue(features="disk", batch_size=1)
+    for (f0, f1), got in zip(pairs, auto):
+        single.engine.images.clear()
+        assert (got.matches0 == single(f0, f1).matches0).float().mean() >= 0.995
+    assert LightGlue(features="disk").batch_size_for(2048) == 4
+    assert LightGlue(features="disk").batch_size_for(512) == 16
+    assert LightGlue(features="disk").batch_size_for(8192) == 1
+    with pytest.raises(ConfigError, match="batch_size"):
+        LightGlue(features="disk", weights=None, batch_size=0)
 
 
 def test_zero_and_one_keypoints(disk_feats):
