@@ -27,7 +27,7 @@ def _malloc_trim():
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_KEEP_AT_TOP = 2**31 - 1  # bytes of free heap top kept before glibc trims by itself (int max)
+_NEVER = -1  # M_TRIM_THRESHOLD -1: glibc never trims by itself (mallopt(3))
 
 
 def reuse_freed_memory() -> bool:
@@ -42,7 +42,10 @@ def reuse_freed_memory() -> bool:
     model default then with this, median of 3, load 1.3-1.9), 1024 px, 2048 keypoints:
     DISK bfloat16 2,125 -> 1,442 ms, float32 4,068 -> 2,764; SuperPoint float32 881 -> 647,
     bfloat16 399 -> 326; LightGlue float32 1,911 -> 1,678; SuperGlue unchanged (its
-    buffers are smaller). The `matchlab` command and its Ray workers call this at start;
+    buffers are smaller). Automatic trimming must be off, not only rarer: with the largest
+    threshold mallopt takes (2 GB), three DISK models called in turn still faulted 250,000-
+    530,000 pages a call (the heap's free top passed 2 GB and was given back); with -1
+    ("never"), none. The `matchlab` command and its Ray workers call this at start;
     Python users call it once themselves (it changes the whole process's allocator).
 
     The cost is resident memory: the heap keeps its high-water mark until trimmed;
@@ -51,7 +54,7 @@ def reuse_freed_memory() -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_AT_TOP))
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _NEVER))
 
 
 class FreedMemoryReleaser:
