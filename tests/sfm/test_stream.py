@@ -294,9 +294,12 @@ def test_matching_resident_memory_stays_flat(tmp_path):
     tiles in its heap, fragmented, so matching grew by ~17 kB a pair (matchlab.memory).
     `match_pairs` gives freed memory back every 512 pairs. Each case runs in a fresh process
     (a warm process's heap hides the growth): from pair 1,000 to pair 3,500 of the street at
-    1,000 keypoints an image, resident memory grows by less than 40 MB with the release,
-    with the default allocator and with the one the `matchlab` command uses
-    (`reuse_freed_memory`), and by more than 60 MB without the release."""
+    1,000 keypoints an image, resident memory grows by less than 80 MB with the release, with
+    the default allocator and with the one the `matchlab` command uses
+    (`reuse_freed_memory`). Measured: -72 to -5 MB in five standalone runs, +45 MB once in
+    the CI suite (reuse, the other test process running beside it). Without the release it
+    grew +92 and +168 MB standalone but +4 MB once in the suite, so that case, which depends
+    on how the heap happens to fragment, is not asserted."""
     from matchlab import memory
 
     if memory._malloc_trim() is None:
@@ -313,9 +316,7 @@ def test_matching_resident_memory_stays_flat(tmp_path):
                               allocator], capture_output=True, text=True, check=True, cwd=REPO)
         return float(out.stdout.split()[-1])
 
-    grown = {case: growth(*case) for case in
-             [("release", "default"), ("release", "reuse"), ("keep", "default")]}
+    grown = {allocator: growth("release", allocator) for allocator in ("default", "reuse")}
     print("resident memory grown from pair 1,000 to 3,500 (MB):", grown)
-    assert grown["release", "default"] < 40
-    assert grown["release", "reuse"] < 40
-    assert grown["keep", "default"] > 60
+    assert grown["default"] < 80
+    assert grown["reuse"] < 80
