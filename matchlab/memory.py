@@ -38,8 +38,10 @@ def reuse_freed_memory() -> bool:
     Why: a network's activations are blocks of tens to hundreds of MB. glibc serves each
     with a fresh mmap and unmaps it when freed, so every forward pass faults all of its
     activation memory in again, page by page, and the kernel zeroes each page: DISK at
-    1024 px faulted ~400,000 pages (1.6 GB) a call. Measured on 2 cores (one process, each
-    model default then with this, median of 3, load 1.3-1.9), 1024 px, 2048 keypoints:
+    1024 px faulted ~400,000 pages (1.6 GB) a call. Measured on 2 cores, 1024 px, 2048
+    keypoints, the four models in one fresh process per setting (defaults, then this; the
+    setting cannot be undone in a process, so not interleaved), median of 3 calls, load
+    1.3-1.9; DISK alone alternated twice more, same ratios:
     DISK bfloat16 2,125 -> 1,442 ms, float32 4,068 -> 2,764; SuperPoint float32 881 -> 647,
     bfloat16 399 -> 326; LightGlue float32 1,911 -> 1,678; SuperGlue unchanged (its
     buffers are smaller). Automatic trimming must be off, not only rarer: with the largest

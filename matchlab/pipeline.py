@@ -22,6 +22,7 @@ from .io.gravity import read_gravity
 from .errors import OutputMismatchError, ReconstructionError
 from .extractors import DEFAULT_MAX_KEYPOINTS
 from .images import ImageError, list_images
+from .matchers.base import check_batch_size
 from .memory import IMAGES_BETWEEN_TRIMS, PAIRS_BETWEEN_TRIMS, FreedMemoryReleaser
 from .prefetch import prefetched
 from .registry import ConfigError
@@ -198,9 +199,7 @@ def resolve_batch_size(batch_size: int | str, matcher: Matcher,
                        pairs: Sequence[tuple[str, str]], features) -> int:
     """`batch_size` itself, or for "auto" `matcher.batch_size_for` the mean keypoint count
     of the first (at most 32) images of `pairs`, read through `features` ({name: Features})."""
-    if batch_size != "auto":
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be 'auto' or an int >= 1, got {batch_size!r}")
+    if check_batch_size(batch_size) != "auto":
         return batch_size
     names = list(dict.fromkeys(n for pair in pairs[:32] for n in pair))[:32]
     if not names:
@@ -231,8 +230,9 @@ def match_pairs(pairs: Sequence[tuple[str, str]], features_path: str | Path,
     The matcher's `match_batch` gets `batch_size` pairs at a time (its results equal
     pair-by-pair matching); "auto": `matcher.batch_size_for` the mean keypoint count of the
     first images to match (at most 32), e.g. SuperGlue one pair of 2,048 keypoints a call,
-    LightGlue four (report.batch_size says which). The same Features object is passed for an image that occurs in
-    several pairs of a batch, so a matcher may cache per-image work by identity.
+    LightGlue four (report.batch_size says which). The same Features object is passed for
+    an image that occurs in several pairs of a batch, so a matcher may cache per-image work
+    by identity.
 
     executor: run the matcher (a registry model) on its workers (matchlab.distributed);
     None: here."""

@@ -55,10 +55,18 @@ def test_reused_memory_is_not_faulted_in_again():
     assert reuse < default / 100
 
 
-def test_the_command_sets_the_allocator():
-    """`python -m matchlab` and the `matchlab` script go through `console`, which sets it."""
+def test_the_command_sets_the_allocator(monkeypatch):
+    """The `matchlab` script and `python -m matchlab` go through `console`, which sets the
+    allocator before running the command."""
     import tomllib
 
+    from matchlab import memory
+    from matchlab.cli import app
+
+    calls = []
+    monkeypatch.setattr(memory, "reuse_freed_memory", lambda: calls.append("allocator"))
+    monkeypatch.setattr(app, "main", lambda: calls.append("main") or 0)
+    assert app.console() == 0 and calls == ["allocator", "main"]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["matchlab"] == "matchlab.cli.app:console"
     assert "console()" in (REPO / "matchlab" / "__main__.py").read_text()

@@ -183,16 +183,14 @@ def add_matcher_arguments(p: argparse.ArgumentParser, default: str = "nn") -> No
 
 
 def batch_size_value(text: str) -> int | str:
-    """--batch-size: "auto" or a positive int."""
-    if text == "auto":
-        return text
+    """--batch-size: "auto" or a positive int (matchers.base.check_batch_size)."""
+    from ..matchers.base import check_batch_size
+
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text!r}")
-    return value
+        return check_batch_size(text if text == "auto" else int(text))
+    except ValueError:  # int() of a non-number, or check_batch_size's ConfigError
+        raise argparse.ArgumentTypeError(
+            f"must be 'auto' or a positive integer, got {text!r}") from None
 
 
 def add_batch_size_argument(p: argparse.ArgumentParser) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from .common import (EXIT_OK, Command, add_batch_size_argument, add_device_argument,
                      add_executor_arguments, add_gravity_argument, add_matcher_arguments,
-                     add_precision_argument, add_shard_argument, list_names, make_executor_from_args, parse_conf,
-                     print_summary, read_gravity_option, resolve_device, with_precision)
+                     add_precision_argument, add_shard_argument, list_names,
+                     make_executor_from_args, parse_conf, print_summary, read_gravity_option,
+                     resolve_device, with_precision)
 from ..errors import UsageError
 
 

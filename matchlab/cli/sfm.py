@@ -5,10 +5,10 @@ import argparse
 from pathlib import Path
 
 from ..extractors import DEFAULT_MAX_KEYPOINTS
-from .common import (EXIT_ERROR, EXIT_OK, Command, add_batch_size_argument, add_device_argument,
-                     add_executor_arguments, add_extractor_arguments, add_gravity_argument,
-                     add_matcher_arguments, add_precision_argument, image_names, make_executor_from_args,
-                     output_folder, parse_conf, read_gravity_option, resolve_device,
+from .common import (EXIT_ERROR, EXIT_OK, Command, add_batch_size_argument,
+                     add_device_argument, add_executor_arguments, add_extractor_arguments,
+                     add_gravity_argument, add_matcher_arguments, add_precision_argument,
+                     image_names, make_executor_from_args, output_folder, parse_conf, read_gravity_option, resolve_device,
                      with_precision)
 from ..errors import UsageError
 

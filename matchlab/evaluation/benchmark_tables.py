@@ -1,5 +1,5 @@
-"""Tables of the scripts in benchmarks/ (scale, distributed, speed, batch size) from their JSON rows; the
-documentation's table blocks name them (`tables.DOC_TABLES`)."""
+"""Tables of the scripts in benchmarks/ (scale, distributed, speed, batch size) from their
+JSON rows; the documentation's table blocks name them (`tables.DOC_TABLES`)."""
 from __future__ import annotations
 
 import math
@@ -121,10 +121,10 @@ def batch_size_table(rows: Sequence[dict]) -> str:
     out = []
     for matcher, n in dict.fromkeys((r["matcher"], r["keypoints"]) for r in rows):
         cells = [by.get((matcher, n, b)) for b in sizes]
-        base = next(c for c in cells if c)["ms_per_pair"]
-        auto = resolve("matcher", matcher).batch_size_for(n)
         first = next(c for c in cells if c)
-        out.append([matcher, str(n), *(f"{c['ms_per_pair']:.0f} ({c['ms_per_pair'] / base:.2f}x)"
+        auto = resolve("matcher", matcher).batch_size_for(n)
+        out.append([matcher, str(n), *(f"{c['ms_per_pair']:.0f} "
+                                       f"({c['ms_per_pair'] / first['ms_per_pair']:.2f}x)"
                                        if c else "-" for c in cells), str(auto),
                     f"{first['load_start']:.1f} / {first['load_end']:.1f}"])
     return render(head, out)

@@ -22,12 +22,20 @@ from typing import ClassVar, Sequence
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from ..precision import PrecisionOption
 from ..types import Features, Matches
 
 Pair = tuple[Features, Features]
 DEFAULT_BATCH_SIZE = 8
 MAX_BATCH_SIZE = 16
+
+
+def check_batch_size(value, what: str = "batch_size") -> int | str:
+    """`value` if it is "auto" or an int >= 1, else ConfigError naming `what`."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ConfigError(f"{what} must be 'auto' or an int >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)

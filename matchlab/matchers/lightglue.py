@@ -29,7 +29,7 @@ from torch import nn
 from ..registry import ConfigError
 from ..types import Features, Matches, ShapeError
 from ..weights import load_checkpoint
-from .base import MatcherCapabilities, NetworkMatcher
+from .base import MatcherCapabilities, NetworkMatcher, check_batch_size
 from .lightglue_blocks import (DIM, FEATURES, N_LAYERS, MatchAssignment, PositionalEncoding,
                                TokenConfidence, TransformerLayer, image_inputs, no_matches,
                                official_state_dict, run_network, to_matches)
@@ -105,10 +105,7 @@ class LightGlue(NetworkMatcher):
         c["rotations"] = tuple(rotations)
         if int(c["top_k"]) < 0:
             raise ConfigError("LightGlue: top_k must be >= 0")
-        if c["batch_size"] != "auto" and (not isinstance(c["batch_size"], int)
-                                          or isinstance(c["batch_size"], bool) or c["batch_size"] < 1):
-            raise ConfigError(f"LightGlue: batch_size must be 'auto' or an int >= 1, got "
-                              f"{c['batch_size']!r}")
+        check_batch_size(c["batch_size"], "LightGlue: batch_size")
         if c["pruning_min_keypoints"] != "auto" and not isinstance(c["pruning_min_keypoints"], int):
             raise ConfigError("LightGlue: pruning_min_keypoints must be 'auto' or an int")
         spec = FEATURES[c["features"]]
